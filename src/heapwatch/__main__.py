@@ -1,0 +1,3 @@
+from heapwatch.cli import main
+
+main()

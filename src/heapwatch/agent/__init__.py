@@ -1,0 +1,7 @@
+"""The agent that runs inside the target. Loads the stdlib only (psutil if the target has it)."""
+
+from __future__ import annotations
+
+from heapwatch.agent.sampler import Agent, AgentConfig, current
+
+__all__ = ["Agent", "AgentConfig", "current"]

@@ -1,0 +1,306 @@
+"""Owner paths: who holds a container, written ``module.attr.attr['key']``.
+
+A breadth-first walk from module globals (and the classes they define) through
+attributes, instance slots and container values, bounded by a node count and a time
+box. It is also how containers that gc does not track are found: a dict holding only
+atomic keys and values (``{42: "done"}``) never appears in ``gc.get_objects()``, but it
+is reached here through its owner. Shortest paths win, user modules before the stdlib.
+
+The walk calls no user code: no ``getattr`` on instances (which could run
+``__getattr__`` or properties), only the type's own descriptors and ``__dict__``.
+"""
+
+from __future__ import annotations
+
+import sys
+import sysconfig
+import time
+import types as _types
+from collections import deque
+
+from typing import Any
+
+from heapwatch.agent.census import CONTAINER_BASES, base_len
+from heapwatch.agent.naming import key_part, main_stem, module_display
+
+_STDLIB_DIRS = tuple(
+    p for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
+)
+_SKIP_TYPES: tuple[type, ...] = (
+    type(None), bool, int, float, complex, str, bytes, bytearray, memoryview, range,
+    _types.ModuleType, _types.FunctionType, _types.BuiltinFunctionType, _types.MethodType,
+    _types.CodeType, _types.FrameType, _types.TracebackType, _types.GetSetDescriptorType,
+    _types.MemberDescriptorType, _types.WrapperDescriptorType, _types.MethodWrapperType,
+    property, staticmethod, classmethod, frozenset,
+)
+_FANOUT = 64
+
+
+def _is_stdlib_module(mod: Any) -> bool:
+    path = getattr(mod, "__dict__", {}).get("__file__") if hasattr(mod, "__dict__") else None
+    if not isinstance(path, str):
+        return True  # builtin modules
+    return path.startswith(_STDLIB_DIRS) and "site-packages" not in path
+
+
+class _TypeInfo:
+    """What the walk may read on instances of one type, found once per type."""
+
+    __slots__ = ("has_dict", "slots")
+
+    def __init__(self, t: type) -> None:
+        self.has_dict = False
+        self.slots: list[tuple[str, Any]] = []
+        seen: set[str] = set()
+        for klass in t.__mro__:
+            kd = klass.__dict__
+            d = kd.get("__dict__")
+            if d is not None and not self.has_dict:
+                self.has_dict = isinstance(d, _types.GetSetDescriptorType)
+            for name, desc in kd.items():
+                if name not in seen and isinstance(desc, _types.MemberDescriptorType):
+                    seen.add(name)
+                    self.slots.append((name, desc))
+
+
+# A path is a tuple of steps from a module: ("m", modname) then ("a", attr) for an
+# attribute, ("k", key) for a dict key, ("i", n) for a position. Keys are kept only when
+# they are str or int (immutable, and held by the container anyway while the entry lives).
+Step = tuple[str, Any]
+
+
+class Found:
+    """Containers found by the walk: id -> path text, steps, object. Cleared by the caller."""
+
+    __slots__ = ("complete", "nodes", "objects", "paths", "steps")
+
+    def __init__(self) -> None:
+        self.paths: dict[int, str] = {}
+        self.steps: dict[int, tuple[Step, ...] | None] = {}
+        self.objects: dict[int, Any] = {}
+        self.nodes = 0
+        self.complete = True
+
+    def clear(self) -> None:
+        self.objects.clear()
+
+
+def _children(obj: Any, info_cache: dict[type, _TypeInfo]) -> list[tuple[str, Any, Any]]:
+    t = type(obj)
+    skip = _SKIP_TYPES
+    out: list[tuple[str, Any, Any]] = []
+    if issubclass(t, dict):
+        for k, v in dict.items(obj):
+            if type(v) not in skip:
+                out.append(("k", k, v))
+                if len(out) >= _FANOUT:
+                    break
+        return out
+    if issubclass(t, (list, tuple, deque)):
+        seq = list.__iter__(obj) if issubclass(t, list) else iter(obj)
+        for i, v in enumerate(seq):
+            if i >= _FANOUT:
+                break
+            if type(v) not in skip:
+                out.append(("i", i, v))
+        return out
+    if issubclass(t, type):
+        try:
+            items = list(type.__dict__["__dict__"].__get__(obj).items())
+        except Exception:
+            return out
+        for name, v in items:
+            if type(v) not in skip and not name.startswith("__"):
+                out.append(("a", name, v))
+        return out
+    if issubclass(t, (set, frozenset)):
+        return out
+    info = info_cache.get(t)
+    if info is None:
+        info = info_cache[t] = _TypeInfo(t)
+    if info.has_dict:
+        try:
+            d = object.__getattribute__(obj, "__dict__")
+        except Exception:
+            d = None
+        if type(d) is dict:
+            for name, v in list(d.items()):
+                if type(v) not in skip and isinstance(name, str):
+                    out.append(("a", name, v))
+    for name, desc in info.slots:
+        try:
+            v = desc.__get__(obj, t)
+        except Exception:
+            continue
+        if type(v) not in skip:
+            out.append(("a", name, v))
+    return out
+
+
+def _text(steps: list[Step], stem: str) -> str:
+    out = []
+    for kind, key in steps:
+        if kind == "m":
+            out.append(module_display(key, stem))
+        elif kind == "a":
+            out.append("." + key)
+        elif kind == "k":
+            out.append(key_part(key))
+        else:
+            out.append(f"[{key}]")
+    return "".join(out)
+
+
+def discover(
+    floor: int,
+    budget_s: float,
+    max_nodes: int,
+    max_depth: int = 7,
+    skip_prefix: str = "heapwatch",
+) -> Found:
+    """Walk from module globals; return containers with ``len >= floor`` and their paths.
+
+    The walk allocates little (parent indexes; strings only for what it finds) because
+    while tracemalloc is on every allocation of the agent is traced too.
+    """
+    found = Found()
+    deadline = time.thread_time() + budget_s  # CPU time: the GIL may be shared with a busy target
+    stem = main_stem()
+    visited: set[int] = set()
+    info_cache: dict[type, _TypeInfo] = {}
+    parent: list[int] = []
+    kinds: list[str] = []
+    keys: list[Any] = []
+    user, main, stdlib = [], [], []
+    for name, mod in list(sys.modules.items()):
+        if mod is None or name.startswith(skip_prefix) or not isinstance(mod, _types.ModuleType):
+            continue
+        if name == "__main__":
+            main.append((name, mod))
+        elif _is_stdlib_module(mod):
+            stdlib.append((name, mod))
+        else:
+            user.append((name, mod))
+    queue: deque[tuple[Any, int, int]] = deque()
+    skip = _SKIP_TYPES
+    for name, mod in main + sorted(user) + sorted(stdlib):
+        if id(mod) in visited:
+            continue
+        visited.add(id(mod))
+        try:
+            items = list(mod.__dict__.items())
+        except Exception:
+            continue
+        root = len(parent)
+        parent.append(-1)
+        kinds.append("m")
+        keys.append(name)
+        for attr, v in items:
+            if type(v) in skip or not isinstance(attr, str) or attr.startswith("__"):
+                continue
+            if isinstance(v, type) and v.__dict__.get("__module__") != name:
+                continue  # a class imported from elsewhere: named where it is defined
+            parent.append(root)
+            kinds.append("a")
+            keys.append(attr)
+            queue.append((v, len(parent) - 1, 1))
+
+    def steps_of(node: int) -> tuple[list[Step], bool]:
+        out: list[Step] = []
+        resolvable = True
+        while node >= 0:
+            k = keys[node]
+            if kinds[node] == "k" and type(k) not in (str, int):
+                resolvable = False
+            out.append((kinds[node], k))
+            node = parent[node]
+        out.reverse()
+        return out, resolvable
+
+    try:
+        while queue:
+            obj, node, depth = queue.popleft()
+            oid = id(obj)
+            if oid in visited:
+                continue
+            visited.add(oid)
+            found.nodes += 1
+            if found.nodes & 255 == 0 and time.thread_time() > deadline:
+                found.complete = False
+                break
+            if found.nodes >= max_nodes:
+                found.complete = False
+                break
+            t = type(obj)
+            fn = base_len(t)
+            if fn is not None and fn(obj) >= floor:
+                st, ok = steps_of(node)
+                found.paths[oid] = _text(st, stem)
+                found.steps[oid] = tuple(st) if ok else None
+                found.objects[oid] = obj
+            if depth >= max_depth:
+                continue
+            tmod = t.__dict__.get("__module__")
+            if isinstance(tmod, str) and tmod.startswith(skip_prefix):
+                continue
+            for kind, key, child in _children(obj, info_cache):
+                if id(child) not in visited:
+                    parent.append(node)
+                    kinds.append(kind)
+                    keys.append(key)
+                    queue.append((child, len(parent) - 1, depth + 1))
+    finally:
+        queue.clear()
+        keys.clear()
+    return found
+
+
+def resolve(steps: tuple[Step, ...]) -> Any:
+    """Follow ``steps`` from ``sys.modules`` without running user code; None when broken."""
+    obj: Any = None
+    for kind, key in steps:
+        if kind == "m":
+            obj = sys.modules.get(key)
+        elif kind == "a":
+            obj = _attr(obj, key)
+        elif kind == "k":
+            if not issubclass(type(obj), dict):
+                return None
+            obj = dict.get(obj, key)
+        elif kind == "i":
+            t = type(obj)
+            if issubclass(t, list) and key < list.__len__(obj):
+                obj = list.__getitem__(obj, key)
+            elif issubclass(t, (tuple, deque)) and key < len(obj):
+                obj = obj[key]
+            else:
+                return None
+        if obj is None:
+            return None
+    return obj
+
+
+def _attr(obj: Any, name: str) -> Any:
+    t = type(obj)
+    if issubclass(t, _types.ModuleType):
+        return obj.__dict__.get(name)
+    if issubclass(t, type):
+        return type.__dict__["__dict__"].__get__(obj).get(name)
+    for klass in t.__mro__:
+        desc = klass.__dict__.get(name)
+        if isinstance(desc, _types.MemberDescriptorType):
+            try:
+                return desc.__get__(obj, t)
+            except AttributeError:
+                return None
+    if _TypeInfo(t).has_dict:
+        try:
+            d = object.__getattribute__(obj, "__dict__")
+        except Exception:
+            return None
+        if type(d) is dict:
+            return d.get(name)
+    return None
+
+
+__all__ = ["CONTAINER_BASES", "Found", "Step", "discover", "resolve"]

@@ -1,0 +1,529 @@
+"""The agent: one daemon thread inside the target taking a snapshot every interval.
+
+Rules it lives by (DESIGN.md): it never raises into the target (every collector is
+guarded and its failure recorded), never keeps target objects alive between snapshots
+(containers are remembered by key and length only), installs no signal handlers, and
+stops cleanly (final snapshot, store closed) on ``stop()``, at interpreter exit, and on
+a ``stop`` command from the CLI over its private control socket.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as _dt
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+import tracemalloc
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from heapwatch.agent import census, items, naming, paths, process, sites
+from heapwatch.errors import AgentError
+from heapwatch.model import TRACE_MODES, ContainerStat, ItemSample, Mark, ProcessStat, Snapshot
+from heapwatch.store import Writer
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How the agent samples. Durations are seconds."""
+
+    store: str
+    interval: float = 5.0
+    trace: str = "on"
+    trace_depth: int = 1
+    floor: int = 100
+    control: str | None = None
+    top_sites: int = 300
+    max_containers: int = 2000
+    discover_budget_s: float = 0.1
+    discover_nodes: int = 50_000
+    sample_items: int = 8
+    max_suspects: int = 10
+    discover_every: int = 5
+    run_meta: dict[str, Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.trace not in TRACE_MODES:
+            raise AgentError(f"trace must be one of {', '.join(TRACE_MODES)}, not {self.trace!r}")
+        if not self.interval > 0:
+            raise AgentError(f"interval must be greater than zero, not {self.interval!r}")
+        if self.trace_depth < 0:
+            raise AgentError(f"trace_depth must be 0 or more, not {self.trace_depth!r}")
+
+    @classmethod
+    def from_file(cls, path: str) -> AgentConfig:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _describe_error(where: str, exc: BaseException) -> str:
+    """Type and location only: an exception message may carry the target's data."""
+    tb = exc.__traceback__
+    loc = ""
+    while tb is not None:
+        loc = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return f"{where}: {type(exc).__name__}{loc}"
+
+
+class Agent:
+    """Samples the process it lives in. Use through ``heapwatch.start()`` or ``heapwatch run``."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.pid = os.getpid()
+        self._writer: Writer | None = None
+        self._lock = threading.RLock()
+        self._seq = 0
+        self._phase: str | None = None
+        self._history: dict[str, deque[int]] = {}
+        self._seen: dict[str, int] = {}
+        self._known: dict[str, tuple[paths.Step, ...]] = {}
+        self._own_ids: set[int] = {id(self._history), id(self._seen), id(self._known)}
+        self._stop_requested = False
+        self._stopped = False
+        self._started_tracemalloc = False
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._sock: socket.socket | None = None
+        self._interval = config.interval
+        self.snapshots = 0
+        self.pauses: list[float] = []
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        self._writer = Writer(cfg.store, meta={"run": cfg.run_meta} if cfg.run_meta else None)
+        preexisting = tracemalloc.is_tracing()
+        if cfg.trace == "on" and cfg.trace_depth > 0 and not preexisting:
+            tracemalloc.start(cfg.trace_depth)
+            self._started_tracemalloc = True
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        if cfg.control:
+            self._sock = self._listen(cfg.control)
+        self._writer.set_meta(
+            {
+                "agent": {
+                    "pid": self.pid,
+                    "python": sys.version.split()[0],
+                    "implementation": sys.implementation.name,
+                    "executable": sys.executable,
+                    "started": _now_iso(),
+                    "t": time.time(),
+                    "interval_s": cfg.interval,
+                    "trace": cfg.trace,
+                    "trace_depth": cfg.trace_depth if cfg.trace == "on" else 0,
+                    "tracemalloc_preexisting": preexisting,
+                    "control": cfg.control,
+                    "main": naming.main_stem(),
+                }
+            }
+        )
+        _register(self)
+        self._thread = threading.Thread(target=self._run, name="heapwatch-agent", daemon=True)
+        self._thread.start()
+
+    def _listen(self, path: str) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if os.path.exists(path):
+                os.unlink(path)
+            sock.bind(path)
+            os.chmod(path, 0o600)
+            sock.listen(4)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise AgentError(f"agent cannot listen on {path}: {exc.strerror}") from None
+        return sock
+
+    def stop(self, reason: str = "stop") -> None:
+        """Final snapshot, store closed, tracemalloc stopped if the agent started it."""
+        thread = self._thread
+        self._stop_requested = True
+        self._wake()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+        self._finish(reason)
+
+    def _finish(self, reason: str) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            try:
+                self._snapshot_guarded("stop")
+                if self._writer is not None:
+                    self._writer.set_meta(
+                        {"agent_stopped": {"t": time.time(), "reason": reason,
+                                           "snapshots": self.snapshots}}
+                    )
+            except BaseException:
+                pass
+            finally:
+                if self._writer is not None:
+                    self._writer.close()
+                if self._started_tracemalloc and tracemalloc.is_tracing():
+                    tracemalloc.stop()
+                self._close_fds()
+                _unregister(self)
+
+    def _close_fds(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+                if self.config.control and os.path.exists(self.config.control):
+                    os.unlink(self.config.control)
+            except OSError:
+                pass
+            self._sock = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = -1
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped
+
+    def after_fork_in_child(self) -> None:
+        """The sampler thread does not exist in a forked child and the store belongs to
+        the parent: drop both without touching them."""
+        self._stopped = True
+        if self._writer is not None:
+            self._writer.abandon()
+        self._sock = None
+        self._wake_r = self._wake_w = -1
+
+    # -- the thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._snapshot_guarded("start")
+            due = time.monotonic() + self._interval
+            while not self._stop_requested:
+                watch = [self._wake_r] + ([self._sock] if self._sock is not None else [])
+                ready, _, _ = select.select(watch, [], [], max(0.0, due - time.monotonic()))
+                if self._stop_requested:
+                    break
+                if self._wake_r in ready:
+                    try:
+                        os.read(self._wake_r, 64)
+                    except OSError:
+                        pass
+                if self._sock is not None and self._sock in ready:
+                    self._serve()
+                if self._stopped:
+                    return
+                if time.monotonic() >= due:
+                    took = self._snapshot_guarded("interval")
+                    wait = self._interval
+                    if took > 0.25 * self._interval:
+                        wait = took * 4
+                        self._event("stretched", f"snapshot took {took:.3f}s; next in {wait:.3f}s")
+                    due = time.monotonic() + wait
+        except BaseException as exc:  # never let anything escape into the target
+            self._event("error", _describe_error("sampler", exc))
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        try:
+            conn, _ = self._sock.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                conn.setblocking(True)
+                conn.settimeout(2.0)
+                if hasattr(socket, "SO_PEERCRED"):
+                    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+                    _, uid, _ = struct.unpack("3i", creds)
+                    if uid not in (os.getuid(), 0):
+                        conn.sendall(b"error not allowed\n")
+                        return
+                data = b""
+                while not data.endswith(b"\n") and len(data) < 512:
+                    chunk = conn.recv(512)
+                    if not chunk:
+                        break
+                    data += chunk
+                reply = self._command(data.decode("utf-8", "replace").strip())
+                conn.sendall(reply.encode() + b"\n")
+            except OSError:
+                pass
+
+    def _command(self, line: str) -> str:
+        verb, _, arg = line.partition(" ")
+        if verb == "ping":
+            return f"ok {self.pid} {self.snapshots}"
+        if verb == "snapshot":
+            self._snapshot_guarded("manual")
+            return f"ok {self.snapshots}"
+        if verb == "mark" and arg:
+            self.mark(arg, source="cli")
+            return "ok"
+        if verb == "stop":
+            self._stop_requested = True
+            self._finish(arg or "cli")
+            return f"ok stopped {self.snapshots}"
+        return "error unknown command"
+
+    def _event(self, kind: str, message: str) -> None:
+        try:
+            if self._writer is not None and not self._writer.closed:
+                self._writer.write_event(self.pid, time.time(), kind, message)
+        except BaseException:
+            pass
+
+    # -- public actions ---------------------------------------------------------------------
+    def mark(self, phase: str, source: str = "api") -> None:
+        with self._lock:
+            if self._stopped or self._writer is None:
+                raise AgentError("the agent is not running: start it before marking a phase")
+            self._phase = phase
+            self._writer.write_mark(Mark(t=time.time(), phase=phase, pid=self.pid, source=source))
+
+    def snapshot(self, reason: str = "manual") -> int:
+        with self._lock:
+            if self._stopped:
+                raise AgentError("the agent is not running: start it before taking a snapshot")
+            self._snapshot_guarded(reason)
+            return self._seq
+
+    # -- one snapshot -----------------------------------------------------------------------
+    def _snapshot_guarded(self, reason: str) -> float:
+        with self._lock:
+            if self._writer is None or self._writer.closed:
+                return 0.0
+            t0 = time.perf_counter()
+            try:
+                snap = self._collect(reason, t0)
+                self._writer.write_snapshot(snap)
+                self.snapshots += 1
+            except BaseException as exc:
+                self._event("error", _describe_error("snapshot", exc))
+            took = time.perf_counter() - t0
+            self.pauses.append(took)
+            return took
+
+    def _collect(self, reason: str, t0: float) -> Snapshot:
+        cfg = self.config
+        errors: list[str] = []
+        wall, mono = time.time(), time.monotonic()
+        stem = naming.main_stem()
+        tracing = tracemalloc.is_tracing()
+
+        site_stats: dict[str, tuple[int, int]] = {}
+        if tracing and cfg.trace == "on":
+            try:
+                site_stats, _ = sites.traced_sites(cfg.top_sites)
+            except Exception as exc:
+                errors.append(_describe_error("sites", exc))
+
+        keep: dict[int, Any] = {}
+        found: paths.Found | None = None
+        type_counts: dict[str, int] = {}
+        containers: list[ContainerStat] = []
+        samples: list[ItemSample] = []
+        gc_objects: int | None = None
+        try:
+            try:
+                res = census.take_census(cfg.floor, self._own_ids, keep)
+                gc_objects = res.gc_objects
+                for t, n in res.type_counts.items():
+                    name = naming.type_name(t, stem)
+                    type_counts[name] = type_counts.get(name, 0) + n
+                big = res.big
+                del res
+            except Exception as exc:
+                errors.append(_describe_error("census", exc))
+                big = []
+            named: dict[int, str] = {}
+            if self._seq < 3 or reason == "stop" or self._seq % max(1, cfg.discover_every) == 0:
+                try:
+                    found = paths.discover(cfg.floor, cfg.discover_budget_s, cfg.discover_nodes)
+                    if not found.complete:
+                        errors.append(f"paths: walk cut after {found.nodes} objects")
+                    for oid, path in found.paths.items():
+                        named[oid] = path
+                        keep[oid] = found.objects[oid]
+                        steps = found.steps.get(oid)
+                        if steps is not None:
+                            self._known[path] = steps
+                except Exception as exc:
+                    errors.append(_describe_error("paths", exc))
+            try:
+                self._resolve_known(named, keep)
+            except Exception as exc:
+                errors.append(_describe_error("paths", exc))
+            seen_ids: set[int] = set()
+            for oid, t, n in big:
+                seen_ids.add(oid)
+                path = named.get(oid)
+                tname = naming.type_name(t, stem)
+                containers.append(ContainerStat(path or f"{tname}@{oid:#x}", tname, n, 0, path))
+            for oid, path in named.items():
+                if oid in seen_ids:
+                    continue
+                obj = keep[oid]
+                fn = census.base_len(type(obj))
+                if fn is not None:
+                    containers.append(
+                        ContainerStat(path, naming.type_name(type(obj), stem), fn(obj), 0, path)
+                    )
+            containers.sort(key=ContainerStat._sort_key)
+            del containers[cfg.max_containers :]
+            try:
+                samples = self._sample_suspects(containers, keep, named, stem, tracing)
+            except Exception as exc:
+                errors.append(_describe_error("items", exc))
+        finally:
+            keep.clear()
+            if found is not None:
+                found.clear()
+        try:
+            proc = process.process_stat(gc_objects)
+        except Exception as exc:
+            errors.append(_describe_error("process", exc))
+            proc = ProcessStat(rss=0)
+        self._seq += 1
+        return Snapshot(
+            seq=self._seq, pid=self.pid, t=wall, mono=mono, reason=reason,
+            duration_s=time.perf_counter() - t0, phase=self._phase,
+            traced=tracing and cfg.trace == "on", process=proc, types=type_counts,
+            sites=site_stats, containers=tuple(containers), items=tuple(samples),
+            errors=tuple(errors),
+        )
+
+    def _resolve_known(self, named: dict[int, str], keep: dict[int, Any]) -> None:
+        """Find containers named before by their path (this also follows a rebinding such as
+        ``self._cache = {}``); forget paths that no longer lead to a container."""
+        for path, steps in list(self._known.items()):
+            obj = paths.resolve(steps)
+            if obj is None or census.base_len(type(obj)) is None:
+                del self._known[path]
+                continue
+            oid = id(obj)
+            if oid not in named:
+                named[oid] = path
+                keep[oid] = obj
+            obj = None
+
+    def _sample_suspects(
+        self,
+        containers: list[ContainerStat],
+        keep: dict[int, Any],
+        named: dict[int, str],
+        stem: str,
+        tracing: bool,
+    ) -> list[ItemSample]:
+        """Remember each container's recent lengths; sample the newest items of those
+        that keep growing. Only keys and lengths outlive the snapshot."""
+        by_key = {c.key: c for c in containers}
+        suspects: list[tuple[int, str]] = []
+        seq = self._seq
+        for c in containers:
+            hist = self._history.get(c.key)
+            if hist is None:
+                hist = self._history[c.key] = deque(maxlen=6)
+            hist.append(c.length)
+            self._seen[c.key] = seq
+            if len(hist) >= 3:
+                vals = list(hist)
+                rises = sum(1 for a, b in zip(vals, vals[1:]) if b > a)
+                if rises >= len(vals) // 2 + 1 and vals[-1] > vals[0]:
+                    suspects.append((vals[-1] - vals[0], c.key))
+        for key in [k for k, s in self._seen.items() if seq - s > 12]:
+            del self._seen[key]
+            self._history.pop(key, None)
+        if not suspects:
+            return []
+        suspects.sort(reverse=True)
+        ids_by_key: dict[str, int] = {}
+        for oid in keep:
+            path = named.get(oid)
+            if path is not None:
+                ids_by_key[path] = oid
+        out: list[ItemSample] = []
+        for _, key in suspects[: self.config.max_suspects]:
+            oid = ids_by_key.get(key)
+            if oid is None and "@0x" in key:
+                oid = int(key.rsplit("@", 1)[1], 16)
+            obj = keep.get(oid) if oid is not None else None
+            if obj is None or key not in by_key:
+                continue
+            out.extend(items.sample_items(key, obj, self.config.sample_items, stem, tracing))
+        return out
+
+
+# -- the one agent of this process ---------------------------------------------------------
+_current: Agent | None = None
+_registry_lock = threading.Lock()
+_hooks_installed = False
+
+
+def current() -> Agent | None:
+    return _current if _current is not None and _current.running else None
+
+
+def _register(agent: Agent) -> None:
+    global _current, _hooks_installed
+    with _registry_lock:
+        _current = agent
+        if not _hooks_installed:
+            atexit.register(_at_exit)
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_after_fork_child)
+            _hooks_installed = True
+
+
+def _unregister(agent: Agent) -> None:
+    global _current
+    with _registry_lock:
+        if _current is agent:
+            _current = None
+
+
+def _at_exit() -> None:
+    agent = _current
+    if agent is not None and agent.running:
+        try:
+            agent.stop("exit")
+        except BaseException:
+            pass
+
+
+def _after_fork_child() -> None:
+    global _current, _registry_lock
+    _registry_lock = threading.Lock()
+    agent = _current
+    if agent is not None:
+        agent.after_fork_in_child()
+    _current = None

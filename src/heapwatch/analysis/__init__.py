@@ -1,0 +1,7 @@
+"""Analysis: decide from sampled time series what leaks. Pure functions; never prints."""
+
+from __future__ import annotations
+
+from heapwatch.analysis.findings import Analysis, AnalysisParams, analyze, analyze_run
+
+__all__ = ["Analysis", "AnalysisParams", "analyze", "analyze_run"]

@@ -1,0 +1,364 @@
+"""Findings: which series grow without bound, tied together into what a person reads.
+
+Pure functions over a loaded run: nothing here prints or needs a live process.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from heapwatch.analysis import phases as _phases
+from heapwatch.analysis.series import Series, build, main_pid
+from heapwatch.analysis.trend import DEFAULT, Trend, TrendParams, assess, warmup_cut
+from heapwatch.model import Finding, Growth
+from heapwatch.store import RunData, open_run
+
+UNREACHABLE = "<unreachable from module globals>"
+_KIND_RANK = {"container": 0, "fds": 1, "sockets": 1, "threads": 1, "native": 2, "site": 3,
+              "type": 4}
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    """Effect sizes below which growth is not worth a finding, per unit of the series."""
+
+    trend: TrendParams = DEFAULT
+    container_min_growth: float = 50
+    container_min_per_hour: float = 2_000
+    type_min_growth: float = 200
+    type_min_per_hour: float = 5_000
+    site_min_growth: float = 256 * 1024
+    site_min_per_hour: float = 4 * 1024 * 1024
+    rss_min_growth: float = 8 * 1024 * 1024
+    rss_min_per_hour: float = 64 * 1024 * 1024
+    fds_min_growth: float = 10
+    threads_min_growth: float = 5
+    max_findings: int = 25
+
+
+@dataclass
+class Analysis:
+    """Everything a report shows; renderers only format these numbers."""
+
+    run_dir: str
+    verdict: str
+    verdict_reason: str
+    findings: list[Finding]
+    run: dict[str, Any]
+    trace: dict[str, Any]
+    agent: dict[str, Any]
+    phases: dict[str, Any]
+    phases_derived: bool
+    notes: list[str] = field(default_factory=list)
+    series: Series | None = None
+    data: RunData | None = None
+
+
+def analyze_run(path: str, params: AnalysisParams | None = None) -> Analysis:
+    """Load the run at ``path`` (a run directory or its store) and analyse it."""
+    return analyze(open_run(path), params or AnalysisParams())
+
+
+def _params(base: TrendParams, min_growth: float, min_per_hour: float) -> TrendParams:
+    return replace(base, min_growth=min_growth, min_per_hour=min_per_hour)
+
+
+def _severity(tr: Trend) -> str:
+    if tr.confidence >= 0.75:
+        return "high"
+    if tr.confidence >= 0.45:
+        return "medium"
+    return "low"
+
+
+def _growth(tr: Trend, unit: str) -> Growth:
+    return Growth(first=tr.first, last=tr.last, unit=unit, per_hour=tr.per_hour,
+                  grew_in=f"{tr.grew}/{tr.intervals} intervals")
+
+
+def _rate(per_hour: float, unit: str) -> str:
+    per_min = per_hour / 60
+    if unit == "bytes":
+        return f"+{_bytes(per_hour)}/h"
+    if abs(per_min) >= 1:
+        return f"+{_num(per_min)} {unit}/min"
+    return f"+{_num(per_hour)} {unit}/h"
+
+
+def _num(v: float) -> str:
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:.1f}M"
+    if a >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.0f}" if a >= 10 else f"{v:.1f}"
+
+
+def _bytes(v: float) -> str:
+    a = abs(v)
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if a >= size:
+            return f"{v / size:.1f} {unit}"
+    return f"{v:.0f} B"
+
+
+def short_site(site: str | None, cwd: str | None) -> str | None:
+    """``/home/me/svc/app.py:42`` as ``app.py:42`` when under the run's working directory."""
+    if not site:
+        return site
+    filename, _, line = site.rpartition(":")
+    if cwd and filename.startswith(cwd.rstrip(os.sep) + os.sep):
+        filename = os.path.relpath(filename, cwd)
+    return f"{filename}:{line}"
+
+
+def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
+    params = params or AnalysisParams()
+    meta_run = run.meta.get("run") or {}
+    agent_meta = run.meta.get("agent")
+    cwd = meta_run.get("cwd")
+    notes: list[str] = []
+    pid = main_pid(run)
+    source = "agent"
+    if pid is None:
+        ext = [s for s in run.snapshots if s.source == "external"]
+        pid = ext[0].pid if ext else 0
+        source = "external"
+        why = (run.meta.get("launch") or {}).get("no_agent_reason") or (
+            "the agent never checked in"
+        )
+        notes.append(f"No Python heap data: {why}. Only process figures were recorded.")
+    ser = build(run, pid, source)
+    n = len(ser.snapshots)
+    findings: list[Finding] = []
+    if n:
+        if source == "agent":
+            findings += _container_findings(ser, params, cwd)
+            findings += _type_findings(ser, params, findings)
+            findings += _site_findings(ser, params, findings, cwd)
+        findings += _process_findings(ser, params, source)
+    findings.sort(key=lambda f: (f.sort_key()[0], _KIND_RANK.get(f.kind, 9), -f.score))
+    findings = [replace(f, id=f"F{i}") for i, f in enumerate(findings[: params.max_findings], 1)]
+
+    start = warmup_cut(n, params.trend)
+    enough = n - start >= params.trend.min_samples
+    serious = [f for f in findings if f.severity in ("high", "medium")]
+    if source != "agent":
+        verdict, reason = "inconclusive", notes[0]
+    elif serious:
+        verdict = "leak"
+        reason = f"{len(serious)} finding(s) of medium or high severity; first: {serious[0].title}"
+    elif not enough:
+        verdict = "inconclusive"
+        reason = (f"too few snapshots to judge: {n} taken, {params.trend.min_samples} needed "
+                  f"after warm-up; run longer or sample more often (--interval)")
+    else:
+        verdict, reason = "no-leak", f"nothing grew without bound over {n} snapshots"
+
+    pauses = [s.duration_s for s in ser.snapshots] if source == "agent" else []
+    traced = sum(1 for s in ser.snapshots if s.traced)
+    errors = sorted({e for s in ser.snapshots for e in s.errors})
+    duration = ser.xs[-1] if ser.xs else 0.0
+    phase_info, derived = _phases.phases(ser, run.marks, start)
+    return Analysis(
+        run_dir=os.path.dirname(os.path.abspath(run.path)),
+        verdict=verdict,
+        verdict_reason=reason,
+        findings=findings,
+        run={
+            "command": meta_run.get("command", []),
+            "pid": pid,
+            "python": (agent_meta or {}).get("python") or meta_run.get("python", ""),
+            "started": meta_run.get("started") or (agent_meta or {}).get("started", ""),
+            "duration_s": round(duration, 3),
+            "snapshots": n,
+            "interval_s": meta_run.get("interval_s") or (agent_meta or {}).get("interval_s", 0.0),
+            "exit_code": (run.meta.get("launch") or {}).get("exit_code"),
+        },
+        trace={
+            "mode": (agent_meta or {}).get("trace") or meta_run.get("trace", "off"),
+            "depth": (agent_meta or {}).get("trace_depth", 0),
+            "share": round(traced / n, 3) if n else 0.0,
+        },
+        agent={
+            "checked_in": agent_meta is not None,
+            "snapshots": n if source == "agent" else 0,
+            "pause_median_s": round(statistics.median(pauses), 4) if pauses else None,
+            "pause_max_s": round(max(pauses), 4) if pauses else None,
+            "errors": errors[:20],
+            "stopped": (run.meta.get("agent_stopped") or {}).get("reason"),
+        },
+        phases=phase_info,
+        phases_derived=derived,
+        notes=notes,
+        series=ser,
+        data=run,
+    )
+
+
+def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None) -> list[Finding]:
+    out: list[Finding] = []
+    tp = _params(params.trend, params.container_min_growth, params.container_min_per_hour)
+    total = len(ser.snapshots)
+    for key, (xs, ys) in ser.containers.items():
+        if len(xs) < max(tp.min_samples, total // 2) or ys[-1] - min(ys) < tp.min_growth:
+            continue
+        tr = assess(xs, ys, tp)
+        if not tr.growing:
+            continue
+        ctype = ser.container_types.get(key, "container")
+        path = ser.container_paths.get(key) or UNREACHABLE
+        items = ser.items.get(key, Counter())
+        item_list = [
+            {"type": t, "site": short_site(s, cwd), "user_site": short_site(u, cwd),
+             "sampled": k}
+            for (t, s, u), k in items.most_common(5)
+        ]
+        item_type = item_list[0]["type"] if item_list else None
+        site = next((i["site"] for i in item_list if i["site"]), None)
+        user_site = next((i["user_site"] for i in item_list if i["user_site"]), None)
+        per_item = ser.item_bytes.get(key, 0)
+        nbytes = int(per_item * tr.growth) if per_item else None
+        holds = f" of {item_type}" if item_type else ""
+        title = f"{path} grows without bound: {_rate(tr.per_hour, 'items')} ({ctype}{holds})"
+        ev = [f"{ctype} at {path} went from {tr.first:.0f} to {tr.last:.0f} items; {tr.reason}."]
+        if site:
+            ev.append(f"Its newest items are {item_type} allocated at {site}"
+                      + (f" (called from {user_site})" if user_site else "") + ".")
+        elif items:
+            ev.append(f"Its newest items are {item_type}; their allocation site was not traced.")
+        if nbytes:
+            ev.append(f"About {_bytes(nbytes)} of items (shallow) gained over the window.")
+        out.append(Finding(
+            id="", kind="container", severity=_severity(tr), title=title,
+            growth=_growth(tr, "items"), confidence=tr.confidence, evidence=" ".join(ev),
+            type=ctype, path=path, site=site, user_site=user_site, items=tuple(item_list),
+            bytes=nbytes, series_key=key, score=tr.per_hour * max(per_item, 1) * tr.confidence,
+        ))
+    return out
+
+
+def _type_findings(ser: Series, params: AnalysisParams, found: list[Finding]) -> list[Finding]:
+    out: list[Finding] = []
+    tp = _params(params.trend, params.type_min_growth, params.type_min_per_hour)
+    snaps = ser.snapshots
+    start = warmup_cut(len(snaps), tp)
+    if len(snaps) - start < tp.min_samples:
+        return out
+    first, last = snaps[start].types, snaps[-1].types
+    held = {i["type"] for f in found for i in f.items[:1]}
+    for name, count in last.items():
+        if count - first.get(name, 0) < tp.min_growth:
+            continue
+        tr = assess(ser.xs, ser.type_series(name), tp)
+        if not tr.growing:
+            continue
+        if name in held:
+            continue  # the container finding that holds them already says so
+        out.append(Finding(
+            id="", kind="type", severity=_severity(tr),
+            title=f"{name} objects accumulate: {_rate(tr.per_hour, 'objects')}",
+            growth=_growth(tr, "objects"), confidence=tr.confidence,
+            evidence=f"Live {name} objects went from {tr.first:.0f} to {tr.last:.0f}; "
+                     f"{tr.reason}. No growing container holding them was found.",
+            type=name, series_key=name, score=tr.per_hour * 64 * tr.confidence,
+        ))
+    return out
+
+
+def _site_findings(
+    ser: Series, params: AnalysisParams, found: list[Finding], cwd: str | None
+) -> list[Finding]:
+    out: list[Finding] = []
+    tp = _params(params.trend, params.site_min_growth, params.site_min_per_hour)
+    traced = [s for s in ser.snapshots if s.traced]
+    start = warmup_cut(len(traced), tp)
+    if len(traced) - start < tp.min_samples:
+        return out
+    first, last = traced[start].sites, traced[-1].sites
+    known = {f.site for f in found if f.site}
+    for name, (_, size) in last.items():
+        if size - first.get(name, (0, 0))[1] < tp.min_growth:
+            continue
+        xs, ys = ser.site_series(name)
+        tr = assess(xs, ys, tp)
+        if not tr.growing:
+            continue
+        site = short_site(name, cwd)
+        if site in known:
+            continue
+        out.append(Finding(
+            id="", kind="site", severity=_severity(tr),
+            title=f"memory allocated at {site} keeps growing: {_rate(tr.per_hour, 'bytes')}",
+            growth=_growth(tr, "bytes"), confidence=tr.confidence,
+            evidence=f"Live traced memory allocated at {site} went from {_bytes(tr.first)} to "
+                     f"{_bytes(tr.last)}; {tr.reason}.",
+            site=site, bytes=int(tr.growth), series_key=name,
+            score=tr.per_hour * tr.confidence,
+        ))
+    return out
+
+
+def _process_findings(ser: Series, params: AnalysisParams, source: str) -> list[Finding]:
+    out: list[Finding] = []
+    xs = ser.xs
+    rss = ser.figure("rss")
+    if all(v is not None for v in rss) and len(rss) >= 3:
+        tp = _params(params.trend, params.rss_min_growth, params.rss_min_per_hour)
+        tr = assess(xs, [float(v or 0) for v in rss], tp)
+        if tr.growing:
+            out.extend(_native(ser, tr, source))
+    for name, kind, floor, unit in (("fds", "fds", params.fds_min_growth, "fds"),
+                                    ("threads", "threads", params.threads_min_growth, "threads")):
+        vals = ser.figure(name)
+        if len(vals) < 3 or any(v is None for v in vals):
+            continue
+        tr = assess(xs, [float(v or 0) for v in vals], _params(params.trend, floor, floor))
+        if not tr.growing:
+            continue
+        label = "open file descriptors" if kind == "fds" else "threads"
+        out.append(Finding(
+            id="", kind=kind, severity=_severity(tr),
+            title=f"{label} keep growing: {_rate(tr.per_hour, unit)}",
+            growth=_growth(tr, unit), confidence=tr.confidence,
+            evidence=f"The process went from {tr.first:.0f} to {tr.last:.0f} {label}; "
+                     f"{tr.reason}.",
+            series_key=name, score=tr.per_hour * 4096 * tr.confidence,
+        ))
+    return out
+
+
+def _native(ser: Series, tr: Trend, source: str) -> list[Finding]:
+    """RSS growth the Python heap does not explain. The heap estimate is the traced
+    memory when tracing, else allocated blocks times their mean size at the start."""
+    snaps = ser.snapshots
+    start = warmup_cut(len(snaps), DEFAULT)
+    a, b = snaps[start].process, snaps[-1].process
+    rss_growth = b.rss - a.rss
+    if source != "agent":
+        heap_growth = None
+    elif a.traced_current is not None and b.traced_current is not None:
+        heap_growth = (b.traced_current - a.traced_current) + (
+            (b.tracemalloc_overhead or 0) - (a.tracemalloc_overhead or 0))
+    elif a.allocated_blocks and b.allocated_blocks:
+        heap_growth = (b.allocated_blocks - a.allocated_blocks) * 64
+    else:
+        heap_growth = None
+    if heap_growth is not None and heap_growth >= 0.5 * rss_growth:
+        return []
+    explained = (f"the Python heap grew {_bytes(heap_growth)}" if heap_growth is not None
+                 else "no Python heap figures were recorded")
+    severity = _severity(tr) if heap_growth is not None else "low"
+    return [Finding(
+        id="", kind="native", severity=severity,
+        title=f"RSS grows outside the Python heap: {_rate(tr.per_hour, 'bytes')}",
+        growth=_growth(tr, "bytes"), confidence=tr.confidence,
+        evidence=f"RSS went from {_bytes(tr.first)} to {_bytes(tr.last)} ({tr.reason}) while "
+                 f"{explained}. Native memory (C extensions, allocator) is growing; "
+                 f"`memray run --native` shows the C stacks.",
+        bytes=int(rss_growth), series_key="rss", score=tr.per_hour * tr.confidence,
+    )]

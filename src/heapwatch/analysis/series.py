@@ -1,0 +1,67 @@
+"""Series from a run: one list of (t, value) per container, type, site and process figure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from heapwatch.model import Snapshot
+from heapwatch.store import RunData
+
+
+@dataclass
+class Series:
+    """A run's series, times in seconds from the first snapshot."""
+
+    pid: int
+    snapshots: list[Snapshot]
+    xs: list[float]
+    containers: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    container_types: dict[str, str] = field(default_factory=dict)
+    container_paths: dict[str, str | None] = field(default_factory=dict)
+    items: dict[str, Counter[tuple[str, str | None, str | None]]] = field(default_factory=dict)
+    item_bytes: dict[str, int] = field(default_factory=dict)
+
+    def figure(self, name: str) -> list[float | None]:
+        out: list[float | None] = []
+        for s in self.snapshots:
+            v = getattr(s.process, name)
+            out.append(None if v is None else float(v))
+        return out
+
+    def type_series(self, name: str) -> list[float]:
+        return [float(s.types.get(name, 0)) for s in self.snapshots]
+
+    def site_series(self, name: str) -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for x, s in zip(self.xs, self.snapshots):
+            if not s.traced:
+                continue
+            xs.append(x)
+            ys.append(float(s.sites.get(name, (0, 0))[1]))
+        return xs, ys
+
+
+def main_pid(run: RunData) -> int | None:
+    counts = Counter(s.pid for s in run.agent_snapshots)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def build(run: RunData, pid: int, source: str = "agent") -> Series:
+    snaps = [s for s in run.snapshots if s.pid == pid and s.source == source]
+    t0 = snaps[0].t if snaps else 0.0
+    ser = Series(pid=pid, snapshots=snaps, xs=[s.t - t0 for s in snaps])
+    for x, s in zip(ser.xs, snaps):
+        for c in s.containers:
+            xs, ys = ser.containers.setdefault(c.key, ([], []))
+            xs.append(x)
+            ys.append(float(c.length))
+            ser.container_types[c.key] = c.type
+            ser.container_paths[c.key] = c.path
+        for it in s.items:
+            ser.items.setdefault(it.key, Counter())[(it.item_type, it.site, it.user_site)] += (
+                it.sampled
+            )
+            if it.item_bytes:
+                ser.item_bytes[it.key] = it.item_bytes
+    return ser

@@ -1,0 +1,57 @@
+"""heapwatch: find what leaks in a Python process, who holds it, and where it was allocated.
+
+The only layer that knows about exit codes and terminals. Subcommands are loaded lazily,
+one module each; a module's docstring is its --help.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from heapwatch.errors import HeapwatchError
+
+_COMMANDS = {
+    "run": "heapwatch.cli.cmd_run",
+    "demo": "heapwatch.cli.cmd_demo",
+    "report": "heapwatch.cli.cmd_report",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = _COMMANDS.get(name)
+        if module is None:
+            return None
+        cmd: click.Command = importlib.import_module(module).command
+        return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="heapwatch")
+def cli() -> None:
+    """Find what leaks in a Python process, who holds it, and where it was allocated.
+
+    \b
+    heapwatch run -- python app.py      wrap a command and report what grows
+    heapwatch demo                      run a leaking example service
+    heapwatch report RUN_DIR            re-render the reports of a run
+    """
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"heapwatch: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, prog_name="heapwatch", standalone_mode=True)
+    except HeapwatchError as exc:
+        fail(str(exc), exc.exit_code)

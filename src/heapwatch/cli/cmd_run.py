@@ -1,0 +1,37 @@
+"""Run a command with the heapwatch agent inside it and report what leaks.
+
+\b
+  heapwatch run -- python app.py
+  heapwatch run --interval 0.5s --duration 2m --out reports/mysvc -- python -m mysvc
+
+The agent starts inside the Python interpreter of the command (through a bootstrap on
+PYTHONPATH), takes a snapshot every --interval, and the run ends when the command exits,
+after --duration, or on Ctrl-C; then report.json and report.md are written to --out.
+The command's stdin, stdout, stderr and exit code pass through (an end by --duration
+exits 0, Ctrl-C 130). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from heapwatch.cli.options import DURATION, execute
+
+
+@click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
+@click.option("--interval", type=DURATION, default="5s", show_default=True,
+              help="Time between snapshots.")
+@click.option("--duration", type=DURATION, default=None,
+              help="Stop the command after this long (default: wait for it to exit).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default: reports/<name>-<time>).")
+@click.option("--trace", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="tracemalloc allocation sites (on: slower target, names allocation lines).")
+@click.option("--trace-depth", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Frames kept per traced allocation.")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def command(interval: float, duration: float | None, out: str | None, trace: str,
+            trace_depth: int, cmd: tuple[str, ...]) -> None:
+    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth))

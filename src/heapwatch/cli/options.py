@@ -1,0 +1,61 @@
+"""Options shared by the commands that run a target (run, demo)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from heapwatch.durations import format_duration, parse_duration
+from heapwatch.errors import HeapwatchError
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except HeapwatchError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
+            trace: str, trace_depth: int) -> int:
+    """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
+    return the exit code for heapwatch."""
+    import os
+
+    from heapwatch import launch
+    from heapwatch.analysis import analyze_run
+    from heapwatch.report import summary_lines, write_reports
+    from heapwatch.rundir import default_run_dir, prepare_run_dir
+
+    stem = os.path.splitext(os.path.basename(cmd[-1] if cmd else "run"))[0]
+    run_dir = prepare_run_dir(out or default_run_dir(stem))
+    tty = sys.stderr.isatty()
+
+    def status(line: str) -> None:
+        click.echo(f"\r\x1b[2K[heapwatch] {line}", err=True, nl=False)
+
+    def notice(line: str) -> None:
+        click.echo(f"heapwatch: {line}", err=True)
+
+    click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
+               + (f" for {format_duration(duration)}" if duration else ""), err=True)
+    result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
+                        status=status if tty else None, notice=notice)
+    if tty:
+        click.echo("\r\x1b[2K", err=True, nl=False)
+    analysis = analyze_run(run_dir)
+    paths = write_reports(analysis, run_dir)
+    for line in summary_lines(analysis, paths["json"]):
+        click.echo(line, err=True)
+    return launch.exit_status(result)

@@ -1,0 +1,29 @@
+"""Error types. Library code raises these; only ``heapwatch.cli`` turns them into exit codes."""
+
+from __future__ import annotations
+
+
+class HeapwatchError(Exception):
+    """Something went wrong that a user can act on; the message says what to do."""
+
+    exit_code = 2
+
+
+class UsageError(HeapwatchError):
+    """Bad input: a malformed option, duration or path."""
+
+
+class StoreError(HeapwatchError):
+    """A run store could not be opened, read or written."""
+
+
+class SchemaError(StoreError):
+    """A run store written by another (newer or unknown) schema version."""
+
+
+class AgentError(HeapwatchError):
+    """The agent could not be started, reached or stopped."""
+
+
+class LaunchError(HeapwatchError):
+    """A target command could not be started."""

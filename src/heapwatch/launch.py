@@ -1,0 +1,271 @@
+"""Wrap a command: start it with the agent's bootstrap, follow it, end it gracefully.
+
+The agent gets into the target through ``sitecustomize`` on ``PYTHONPATH`` (see
+``heapwatch/_bootstrap``). Ending a run asks the agent for its final snapshot over its
+private control socket first, then ends the target with SIGINT, SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import heapwatch
+from heapwatch.agent.sampler import AgentConfig
+from heapwatch.api import run_meta
+from heapwatch.errors import AgentError, LaunchError
+from heapwatch.model import ProcessStat, Snapshot
+from heapwatch.store import STORE_NAME, LiveReader, Writer
+
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(heapwatch.__file__)))
+
+
+class Interrupted(Exception):
+    """heapwatch itself was asked to stop (Ctrl-C or SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@dataclass
+class LaunchResult:
+    run_dir: str
+    exit_code: int | None
+    ended_by: str  # "exit" | "duration" | "interrupt"
+    checked_in: bool
+    no_agent_reason: str | None
+
+
+def looks_like_python(cmd: list[str]) -> bool:
+    """True when the command starts a Python interpreter, directly or by a shebang."""
+    exe = shutil.which(cmd[0]) or cmd[0]
+    base = os.path.basename(exe)
+    if base.startswith(("python", "pypy")):
+        return True
+    try:
+        with open(exe, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]
+
+
+def _isolating_flag(cmd: list[str]) -> str | None:
+    if not os.path.basename(cmd[0]).startswith(("python", "pypy")):
+        return None
+    for arg in cmd[1:]:
+        if not arg.startswith("-") or arg in ("-m", "-c"):
+            break
+        for flag in ("I", "E", "S"):
+            if arg.startswith("-") and not arg.startswith("--") and flag in arg[1:]:
+                return f"-{flag}"
+    return None
+
+
+def child_env(config_path: str) -> dict[str, str]:
+    env = dict(os.environ)
+    orig = env.get("PYTHONPATH")
+    env["HEAPWATCH_HAD_PYTHONPATH"] = "1" if orig is not None else "0"
+    if orig is not None:
+        env["HEAPWATCH_ORIG_PYTHONPATH"] = orig
+    env["PYTHONPATH"] = BOOTSTRAP_DIR + (os.pathsep + orig if orig else "")
+    env["HEAPWATCH_AGENT_CONFIG"] = config_path
+    env["HEAPWATCH_PKG_DIR"] = PKG_PARENT
+    return env
+
+
+def send_command(sock_path: str, line: str, timeout: float = 30.0) -> str:
+    """Send one command to an agent's control socket; return its reply line."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(sock_path)
+            s.sendall(line.encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as exc:
+            raise AgentError(f"cannot reach the agent at {sock_path}: {exc.strerror or exc}"
+                             ) from None
+    return data.decode("utf-8", "replace").strip()
+
+
+def _external_stat(pid: int) -> ProcessStat | None:
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        with p.oneshot():
+            return ProcessStat(rss=p.memory_info().rss, fds=p.num_fds(),
+                               threads=p.num_threads(), children=len(p.children()))
+    except Exception:
+        return None
+
+
+def run(
+    cmd: list[str],
+    run_dir: str,
+    interval: float,
+    duration: float | None,
+    trace: str,
+    trace_depth: int,
+    status: Callable[[str], None] | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> LaunchResult:
+    """Run ``cmd`` under the agent until it exits or ``duration`` passes."""
+    if not cmd:
+        raise LaunchError("no command given: put it after --, e.g. heapwatch run -- python app.py")
+    if shutil.which(cmd[0]) is None and not os.path.exists(cmd[0]):
+        raise LaunchError(f"command not found: {cmd[0]}")
+    store_path = os.path.join(run_dir, STORE_NAME)
+    meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
+    meta["cwd"] = os.getcwd()
+    writer = Writer(store_path, meta={"run": meta})
+    sock_dir = tempfile.mkdtemp(prefix="heapwatch-")  # 0700: the control socket lives here
+    sock_path = os.path.join(sock_dir, "agent.sock")
+    config = AgentConfig(store=store_path, interval=interval, trace=trace,
+                         trace_depth=trace_depth, control=sock_path)
+    config_path = os.path.join(run_dir, "agent-config.json")
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({k: v for k, v in asdict(config).items() if k != "run_meta"}, f)
+    isolating = _isolating_flag(cmd)
+    if notice is not None:
+        if isolating:
+            notice(f"python {isolating} ignores PYTHONPATH or site: the agent cannot start, "
+                   f"only process figures (RSS, fds, threads) will be recorded")
+        elif not looks_like_python(cmd):
+            notice(f"{cmd[0]} does not look like a Python program: unless it starts Python, "
+                   f"only process figures (RSS, fds, threads) will be recorded")
+    try:
+        proc = subprocess.Popen(cmd, env=child_env(config_path))
+    except OSError as exc:
+        writer.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        raise LaunchError(f"cannot start {cmd[0]}: {exc.strerror or exc}") from None
+
+    reader = LiveReader(store_path)
+    started = time.monotonic()
+    next_external = started
+    next_status = started + 1.0
+    checked_in = False
+    ended_by = "exit"
+    seq = 0
+    old_term = signal.getsignal(signal.SIGTERM)
+
+    def _on_term(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.1)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if not checked_in:
+                    checked_in = reader.meta("agent") is not None
+                if not checked_in and now >= next_external:
+                    stat = _external_stat(proc.pid)
+                    if stat is not None:
+                        seq += 1
+                        writer.write_snapshot(Snapshot(
+                            seq=seq, pid=proc.pid, t=time.time(), mono=now, reason="external",
+                            duration_s=0.0, phase=None, traced=False, process=stat,
+                            source="external"))
+                    next_external = now + interval
+                if status is not None and now >= next_status:
+                    n, rss, top = reader.progress()
+                    rss_s = f"{rss / 1048576:.1f} MiB" if rss else "–"
+                    status(f"{now - started:6.1f}s  snapshots {n}  RSS {rss_s}"
+                           + (f"  top grower {top}" if top else ""))
+                    next_status = now + 1.0
+                if duration is not None and now - started >= duration:
+                    ended_by = "duration"
+                    break
+        except (KeyboardInterrupt, Interrupted):
+            ended_by = "interrupt"
+        if proc.poll() is None:
+            _stop_target(proc, sock_path, reader.meta("agent") is not None)
+        checked_in = checked_in or reader.meta("agent") is not None
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        reader.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    code = proc.returncode
+    reason = None
+    if not checked_in:
+        reason = _no_agent_reason(run_dir, cmd, isolating)
+    writer.set_meta({"launch": {"exit_code": code, "ended_by": ended_by,
+                                "checked_in": checked_in, "no_agent_reason": reason}})
+    writer.close()
+    for name in ("agent-config.json",):
+        try:
+            os.unlink(os.path.join(run_dir, name))
+        except OSError:
+            pass
+    return LaunchResult(run_dir, code, ended_by, checked_in, reason)
+
+
+def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, agent: bool) -> None:
+    """Final snapshot first, then SIGINT, SIGTERM, SIGKILL, each given time to work."""
+    if agent and os.path.exists(sock_path):
+        try:
+            send_command(sock_path, "stop", timeout=30.0)
+        except Exception:
+            pass
+    for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        try:
+            proc.send_signal(sig)
+        except OSError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _no_agent_reason(run_dir: str, cmd: list[str], isolating: str | None) -> str:
+    err = os.path.join(run_dir, "agent-error.txt")
+    if os.path.exists(err):
+        with open(err, encoding="utf-8", errors="replace") as f:
+            return "the agent failed to start in the target: " + f.read().strip()[:300]
+    if isolating:
+        return f"the target runs python {isolating}, which skips PYTHONPATH or site"
+    if not looks_like_python(cmd):
+        return f"{cmd[0]} is not a Python program (no Python process took the agent)"
+    return "no Python process of the command took the agent (it exited before site ran?)"
+
+
+def exit_status(result: LaunchResult) -> int:
+    """heapwatch run's exit code: the target's own when it ended by itself."""
+    if result.ended_by == "interrupt":
+        return 130
+    if result.ended_by == "duration":
+        return 0
+    code = result.exit_code or 0
+    return 128 - code if code < 0 else code
+
+
+if sys.platform == "win32":  # pragma: no cover
+    raise ImportError("heapwatch run needs a POSIX system")

@@ -1,0 +1,151 @@
+"""Plain data shared by the agent, the store and the analysis: frozen, slotted, no I/O.
+
+A profiler pays for every record it keeps, so the bulk of a snapshot (thousands of
+type counts) is held in plain mappings; the records around them are frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+REPORT_SCHEMA = "heapwatch.report/1"
+TRACE_MODES = ("on", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStat:
+    """Process-level figures at one instant. ``None`` means "not measurable here"."""
+
+    rss: int
+    fds: int | None = None
+    threads: int | None = None
+    children: int | None = None
+    allocated_blocks: int | None = None
+    gc_objects: int | None = None
+    gc_collections: tuple[int, ...] = ()
+    traced_current: int | None = None
+    traced_peak: int | None = None
+    tracemalloc_overhead: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStat:
+    """One container's size at one snapshot. ``key`` is its owner path once known,
+    otherwise ``type@0xID`` (an id only stands for the same container while it lives)."""
+
+    key: str
+    type: str
+    length: int
+    size: int = 0
+    path: str | None = None
+
+    def _sort_key(self) -> tuple[int, str]:
+        return (-self.length, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSample:
+    """What a growing container's newest items are: their type, and where they were
+    allocated (``site``; ``user_site`` is the first frame outside the stdlib)."""
+
+    key: str
+    item_type: str
+    sampled: int
+    site: str | None = None
+    user_site: str | None = None
+    item_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one agent snapshot recorded."""
+
+    seq: int
+    pid: int
+    t: float
+    mono: float
+    reason: str
+    duration_s: float
+    phase: str | None
+    traced: bool
+    process: ProcessStat
+    types: Mapping[str, int] = field(default_factory=dict)
+    sites: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    containers: tuple[ContainerStat, ...] = ()
+    items: tuple[ItemSample, ...] = ()
+    errors: tuple[str, ...] = ()
+    source: str = "agent"
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    t: float
+    phase: str
+    pid: int
+    source: str = "api"
+
+
+@dataclass(frozen=True, slots=True)
+class Growth:
+    first: float
+    last: float
+    unit: str
+    per_hour: float
+    grew_in: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "first": self.first,
+            "last": self.last,
+            "unit": self.unit,
+            "per_hour": round(self.per_hour, 3),
+            "grew_in": self.grew_in,
+        }
+
+
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing that grows, with the evidence tied together (see DESIGN.md, report.json)."""
+
+    id: str
+    kind: str
+    severity: str
+    title: str
+    growth: Growth
+    confidence: float
+    evidence: str
+    type: str | None = None
+    path: str | None = None
+    site: str | None = None
+    user_site: str | None = None
+    items: tuple[dict[str, Any], ...] = ()
+    bytes: int | None = None
+    series_key: str | None = None
+    score: float = 0.0
+
+    def sort_key(self) -> tuple[int, float, str]:
+        return (SEVERITY_RANK.get(self.severity, 9), -self.score, self.title)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "severity": self.severity,
+            "title": self.title,
+            "type": self.type,
+            "path": self.path,
+            "site": self.site,
+            "user_site": self.user_site,
+            "growth": self.growth.as_dict(),
+            "confidence": round(self.confidence, 3),
+            "evidence": self.evidence,
+            "items": list(self.items),
+            "bytes": self.bytes,
+        }
+        return out

@@ -1,0 +1,34 @@
+"""report.json: the machine interface (DESIGN.md). Keys are added, never renamed."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from heapwatch.analysis import Analysis
+from heapwatch.model import REPORT_SCHEMA
+
+
+def to_dict(a: Analysis) -> dict[str, Any]:
+    return {
+        "schema": REPORT_SCHEMA,
+        "verdict": a.verdict,
+        "verdict_reason": a.verdict_reason,
+        "run": a.run,
+        "findings": [f.as_dict() for f in a.findings],
+        "phases": a.phases,
+        "phases_derived": a.phases_derived,
+        "trace": a.trace,
+        "agent": a.agent,
+        "notes": a.notes,
+    }
+
+
+def write_json(a: Analysis, path: str) -> str:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(to_dict(a), f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path

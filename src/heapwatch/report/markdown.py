@@ -1,0 +1,62 @@
+"""report.md: renders well on a code host."""
+
+from __future__ import annotations
+
+from heapwatch.analysis import Analysis
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+
+
+def _mb(v: object) -> str:
+    return f"{v / 1048576:.1f} MiB" if isinstance(v, (int, float)) else "–"
+
+
+def render_markdown(a: Analysis) -> str:
+    r = a.run
+    out = [
+        "# heapwatch report",
+        "",
+        f"**Verdict: {a.verdict}** — {_cell(a.verdict_reason)}",
+        "",
+        f"- command: `{' '.join(r.get('command') or []) or '(in-process)'}`",
+        f"- pid {r.get('pid')}, Python {r.get('python') or '?'}, started {r.get('started')}",
+        f"- {r.get('snapshots')} snapshots over {r.get('duration_s')} s "
+        f"(interval {r.get('interval_s')} s)",
+        f"- tracing: {a.trace.get('mode')} (depth {a.trace.get('depth')}), "
+        f"{a.trace.get('share', 0) * 100:.0f}% of snapshots traced",
+    ]
+    if a.agent.get("pause_median_s") is not None:
+        out.append(f"- agent pause per snapshot: median {a.agent['pause_median_s'] * 1000:.1f} ms,"
+                   f" max {a.agent['pause_max_s'] * 1000:.1f} ms")
+    for note in a.notes:
+        out.append(f"- note: {_cell(note)}")
+    out += ["", "## Findings", ""]
+    if not a.findings:
+        out.append("Nothing grew without bound.")
+    for f in a.findings:
+        out += [f"### {f.id} · {f.severity} · {_cell(f.title)}", ""]
+        rows = [("kind", f.kind), ("path", f.path), ("type", f.type), ("site", f.site),
+                ("called from", f.user_site),
+                ("growth", f"{f.growth.first:g} → {f.growth.last:g} {f.growth.unit}, "
+                           f"{f.growth.per_hour:,.0f}/h, grew in {f.growth.grew_in}"),
+                ("confidence", f"{f.confidence:.2f}")]
+        out += ["| | |", "|---|---|"]
+        out += [f"| {k} | `{_cell(v)}` |" for k, v in rows if v]
+        out += ["", _cell(f.evidence), ""]
+        if f.items:
+            out += ["| item type | allocated at | sampled |", "|---|---|---|"]
+            out += [f"| `{_cell(i['type'])}` | `{_cell(i.get('site') or '–')}` | {i['sampled']} |"
+                    for i in f.items]
+            out.append("")
+    out += ["## Phases" + (" (derived)" if a.phases_derived else ""), "",
+            "| phase | from (s) | to (s) | snapshots | RSS median | RSS max | objects |",
+            "|---|---|---|---|---|---|---|"]
+    for name, p in a.phases.items():
+        if p:
+            out.append(f"| {_cell(name)} | {p['start_s']} | {p['end_s']} | {p['snapshots']} | "
+                       f"{_mb(p['rss_median'])} | {_mb(p['rss_max'])} | "
+                       f"{p.get('objects_median') or '–'} |")
+    out.append("")
+    return "\n".join(out)
