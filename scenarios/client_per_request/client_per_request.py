@@ -14,12 +14,14 @@ state without a socket but are still registered (and still leaked).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import random
 import resource
 import socket
 import sys
 import time
+from typing import ClassVar
 
 TICK = 0.05
 REQUESTS_PER_TICK = 3  # -> ~60 new clients per second
@@ -33,7 +35,7 @@ SOCKET_BUDGET = max(16, min(600, _soft_nofile - 128))
 class ConnectionPool:
     """Class-level registry of every client that has been opened."""
 
-    _clients: list[Client] = []
+    _clients: ClassVar[list[Client]] = []
     _open_sockets = 0
 
     @classmethod
@@ -42,10 +44,8 @@ class ConnectionPool:
 
     @classmethod
     def unregister(cls, client: Client) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             cls._clients.remove(client)
-        except ValueError:
-            pass
 
     @classmethod
     def new_socket(cls) -> socket.socket | None:
@@ -110,8 +110,12 @@ def run(duration: float | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None,
-                        help="exit after this many seconds (default: run until interrupted)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="exit after this many seconds (default: run until interrupted)",
+    )
     args = parser.parse_args(argv)
     try:
         run(args.duration)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +17,8 @@ class EventBus:
         self._listeners.append(listener)
 
     def unsubscribe(self, listener: Listener) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
-        except ValueError:
-            pass
 
     def publish(self, topic: str, payload: Any) -> int:
         delivered = 0

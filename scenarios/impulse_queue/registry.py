@@ -12,7 +12,7 @@ import time
 
 
 class Impulse:
-    __slots__ = ("kind", "strength", "source", "created")
+    __slots__ = ("created", "kind", "source", "strength")
 
     def __init__(self, kind: str, strength: float, source: str, created: float) -> None:
         self.kind = kind

@@ -76,8 +76,9 @@ def quote(sku: int, region: str) -> Quote:
         return cached
     category = CATEGORIES[sku % len(CATEGORIES)]
     net = base_price(sku)
-    result = Quote(sku, region, net, round(net * (1 + tax_rate(region, category)), 2),
-                   time.monotonic())
+    result = Quote(
+        sku, region, net, round(net * (1 + tax_rate(region, category)), 2), time.monotonic()
+    )
     CACHE.put(key, result)
     return result
 
@@ -113,8 +114,12 @@ def run(duration: float | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None,
-                        help="exit after this many seconds (default: run until interrupted)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="exit after this many seconds (default: run until interrupted)",
+    )
     args = parser.parse_args(argv)
     try:
         run(args.duration)

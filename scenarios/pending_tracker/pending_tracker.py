@@ -97,8 +97,12 @@ def run(duration: float | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None,
-                        help="exit after this many seconds (default: run until interrupted)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="exit after this many seconds (default: run until interrupted)",
+    )
     args = parser.parse_args(argv)
     try:
         run(args.duration)

@@ -25,8 +25,13 @@ def handle_batch(state: dict[str, int]) -> int:
     for _ in range(REQUESTS_PER_TICK):
         state["rev"] += 1
         user_id = random.randrange(5000)
-        html = templates.render_cart(random.choice(PAGES), user_id, state["rev"],
-                                     random.randint(1, 9), random.uniform(5, 500))
+        html = templates.render_cart(
+            random.choice(PAGES),
+            user_id,
+            state["rev"],
+            random.randint(1, 9),
+            random.uniform(5, 500),
+        )
         size += len(html)
     return size
 
@@ -49,8 +54,12 @@ def run(duration: float | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None,
-                        help="exit after this many seconds (default: run until interrupted)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="exit after this many seconds (default: run until interrupted)",
+    )
     args = parser.parse_args(argv)
     try:
         run(args.duration)

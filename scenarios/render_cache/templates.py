@@ -20,5 +20,12 @@ def render_cart(page: str, user_id: int, rev: int, count: int, total: float) -> 
     key = f"{page}|{user_id}|{rev}"
     html = _RENDERED.get(key)
     if html is None:
-        html = _RENDERED[key] = _TEMPLATE.format(user=user_id, rev=rev, title=page.title(), count=count, total=total)  # LEAK-SITE
+        fields = {
+            "user": user_id,
+            "rev": rev,
+            "title": page.title(),
+            "count": count,
+            "total": total,
+        }
+        html = _RENDERED[key] = _TEMPLATE.format_map(fields)  # LEAK-SITE
     return html

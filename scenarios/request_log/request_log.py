@@ -24,8 +24,9 @@ def handle_batch(state: dict[str, int]) -> None:
     for _ in range(REQUESTS_PER_TICK):
         state["req_id"] += 1
         status = 200 if random.random() > 0.03 else 503
-        metrics.record(state["req_id"], random.choice(ROUTES), status,
-                       random.lognormvariate(2.0, 0.5))
+        metrics.record(
+            state["req_id"], random.choice(ROUTES), status, random.lognormvariate(2.0, 0.5)
+        )
     if state["req_id"] % 100 == 0:
         metrics.p95_latency()
 
@@ -48,8 +49,12 @@ def run(duration: float | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None,
-                        help="exit after this many seconds (default: run until interrupted)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="exit after this many seconds (default: run until interrupted)",
+    )
     args = parser.parse_args(argv)
     try:
         run(args.duration)

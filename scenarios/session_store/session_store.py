@@ -13,6 +13,7 @@ import random
 import secrets
 import sys
 import time
+from typing import ClassVar
 
 TICK = 0.05
 LOGINS_PER_TICK = 5  # -> ~100 new sessions per second
@@ -20,7 +21,7 @@ ROTATE_EVERY = 2.0  # seconds
 
 
 class Session:
-    __slots__ = ("token", "user", "created", "last_seen", "epoch")
+    __slots__ = ("created", "epoch", "last_seen", "token", "user")
 
     def __init__(self, token: str, user: str, now: float, epoch: int) -> None:
         self.token = token
@@ -31,7 +32,7 @@ class Session:
 
 
 class SessionStore:
-    _sessions: dict[str, Session] = {}
+    _sessions: ClassVar[dict[str, Session]] = {}
     _epoch = 0
     _rotated_at = 0.0
 
@@ -86,8 +87,12 @@ def run(duration: float | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None,
-                        help="exit after this many seconds (default: run until interrupted)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="exit after this many seconds (default: run until interrupted)",
+    )
     args = parser.parse_args(argv)
     try:
         run(args.duration)

@@ -20,8 +20,9 @@ CLIENT_SPACE = 1_000_000
 
 
 class RateLimiter:
-    def __init__(self, min_interval: float = 0.2, window: float = 1.0,
-                 max_entries: int = 2000) -> None:
+    def __init__(
+        self, min_interval: float = 0.2, window: float = 1.0, max_entries: int = 2000
+    ) -> None:
         self.min_interval = min_interval
         self.window = window
         self.max_entries = max_entries
@@ -82,8 +83,12 @@ def run(duration: float | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=None,
-                        help="exit after this many seconds (default: run until interrupted)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="exit after this many seconds (default: run until interrupted)",
+    )
     args = parser.parse_args(argv)
     try:
         run(args.duration)

@@ -73,6 +73,13 @@ def _isolating_flag(cmd: list[str]) -> str | None:
     return None
 
 
+def check_command(cmd: list[str]) -> None:
+    if not cmd:
+        raise LaunchError("no command given: put it after --, e.g. heapwatch run -- python app.py")
+    if shutil.which(cmd[0]) is None and not os.path.exists(cmd[0]):
+        raise LaunchError(f"command not found: {cmd[0]}")
+
+
 def child_env(config_path: str) -> dict[str, str]:
     env = dict(os.environ)
     orig = env.get("PYTHONPATH")
@@ -127,10 +134,7 @@ def run(
     notice: Callable[[str], None] | None = None,
 ) -> LaunchResult:
     """Run ``cmd`` under the agent until it exits or ``duration`` passes."""
-    if not cmd:
-        raise LaunchError("no command given: put it after --, e.g. heapwatch run -- python app.py")
-    if shutil.which(cmd[0]) is None and not os.path.exists(cmd[0]):
-        raise LaunchError(f"command not found: {cmd[0]}")
+    check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
     meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
     meta["cwd"] = os.getcwd()

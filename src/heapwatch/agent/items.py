@@ -15,29 +15,26 @@ from heapwatch.model import ItemSample
 _ATOMIC = (type(None), bool, int, str, bytes)
 
 
-def _newest(obj: Any, k: int) -> list[Any]:
+def _newest(obj: Any, k: int) -> list[tuple[Any, Any]]:
+    """The ``k`` newest items, each as (item, fallback): for a dict the value, and its key
+    to try when the value has no traceback (a cached small int, an interned string)."""
     t = type(obj)
     if issubclass(t, dict):
-        out: list[Any] = []
-        for key, value in islice(reversed(dict.items(obj)), k):
-            out.append(value if not isinstance(value, _ATOMIC) else key)
-            if not isinstance(value, _ATOMIC) and isinstance(key, tuple):
-                out.append(key)
-        return out
+        return [(v, key) for key, v in islice(reversed(dict.items(obj)), k)]
     if issubclass(t, list):
-        return list(list.__getitem__(obj, slice(-k, None)))
+        return [(v, None) for v in list.__getitem__(obj, slice(-k, None))]
     if issubclass(t, deque):
-        return list(islice(reversed(obj), k))
+        return [(v, None) for v in islice(reversed(obj), k)]
     if issubclass(t, set):
-        return list(islice(set.__iter__(obj), k))
+        return [(v, None) for v in islice(set.__iter__(obj), k)]
     return []
 
 
 def _site_of(item: Any) -> tuple[str | None, str | None]:
     site, user = object_sites(item)
     if site is None and not isinstance(item, _ATOMIC) and not isinstance(item, type):
-        # Freelist reuse, or CPython 3.11 instances with a managed dict, have no trace:
-        # the item's own fields were usually allocated on the same line or just before.
+        # Freelist reuse, or CPython 3.11 instances with a managed dict (gh-101430), have
+        # no trace: the item's own fields were usually allocated on its line or just before.
         for ref in gc.get_referents(item):
             if isinstance(ref, type):
                 continue
@@ -53,8 +50,10 @@ def sample_items(key: str, obj: Any, k: int, stem: str, tracing: bool) -> list[I
     try:
         groups: Counter[tuple[str, str | None, str | None]] = Counter()
         sizes: Counter[tuple[str, str | None, str | None]] = Counter()
-        for item in items:
+        for item, fallback in items:
             site, user = _site_of(item) if tracing else (None, None)
+            if site is None and tracing and fallback is not None:
+                site, user = _site_of(fallback)
             g = (type_name(type(item), stem), site, user)
             groups[g] += 1
             sizes[g] += sys.getsizeof(item, 0)

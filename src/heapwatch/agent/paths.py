@@ -36,11 +36,14 @@ _SKIP_TYPES: tuple[type, ...] = (
 _FANOUT = 64
 
 
-def _is_stdlib_module(mod: Any) -> bool:
+def _module_rank(mod: Any) -> int:
+    """0: the user's own code, 1: installed packages, 2: the stdlib and builtins."""
     path = getattr(mod, "__dict__", {}).get("__file__") if hasattr(mod, "__dict__") else None
     if not isinstance(path, str):
-        return True  # builtin modules
-    return path.startswith(_STDLIB_DIRS) and "site-packages" not in path
+        return 2  # builtin modules
+    if "site-packages" in path or "dist-packages" in path:
+        return 1
+    return 2 if path.startswith(_STDLIB_DIRS) else 0
 
 
 class _TypeInfo:
@@ -56,8 +59,12 @@ class _TypeInfo:
             kd = klass.__dict__
             d = kd.get("__dict__")
             if d is not None and not self.has_dict:
-                self.has_dict = isinstance(d, _types.GetSetDescriptorType)
+                # a getset for ordinary classes; a member for C types such as SimpleNamespace
+                self.has_dict = isinstance(d, (_types.GetSetDescriptorType,
+                                               _types.MemberDescriptorType))
             for name, desc in kd.items():
+                if name.startswith("__"):
+                    continue
                 if name not in seen and isinstance(desc, _types.MemberDescriptorType):
                     seen.add(name)
                     self.slots.append((name, desc))
@@ -171,26 +178,23 @@ def discover(
     parent: list[int] = []
     kinds: list[str] = []
     keys: list[Any] = []
-    user, main, stdlib = [], [], []
+    ranked: list[tuple[int, str, Any]] = []
     for name, mod in list(sys.modules.items()):
         if mod is None or name.startswith(skip_prefix) or not isinstance(mod, _types.ModuleType):
             continue
-        if name == "__main__":
-            main.append((name, mod))
-        elif _is_stdlib_module(mod):
-            stdlib.append((name, mod))
-        else:
-            user.append((name, mod))
+        ranked.append((-1 if name == "__main__" else _module_rank(mod), name, mod))
+    ranked.sort(key=lambda r: (r[0], r[1]))
     queue: deque[tuple[Any, int, int]] = deque()
     skip = _SKIP_TYPES
-    for name, mod in main + sorted(user) + sorted(stdlib):
+
+    def enqueue_module(name: str, mod: Any) -> None:
         if id(mod) in visited:
-            continue
+            return
         visited.add(id(mod))
         try:
             items = list(mod.__dict__.items())
         except Exception:
-            continue
+            return
         root = len(parent)
         parent.append(-1)
         kinds.append("m")
@@ -205,6 +209,41 @@ def discover(
             keys.append(attr)
             queue.append((v, len(parent) - 1, 1))
 
+    # One group at a time (the user's code, then installed packages, then the stdlib),
+    # breadth-first inside each: the time box is spent where leaks usually are.
+    groups: dict[int, list[tuple[str, Any]]] = {}
+    for rank, name, mod in ranked:
+        groups.setdefault(max(rank, 0), []).append((name, mod))
+    try:
+        for rank in sorted(groups):
+            for name, mod in groups[rank]:
+                enqueue_module(name, mod)
+            if not _walk(queue, found, visited, parent, kinds, keys, info_cache, deadline,
+                         floor, max_nodes, max_depth, skip_prefix, stem):
+                break
+    finally:
+        queue.clear()
+        keys.clear()
+    return found
+
+
+def _walk(
+    queue: deque[tuple[Any, int, int]],
+    found: Found,
+    visited: set[int],
+    parent: list[int],
+    kinds: list[str],
+    keys: list[Any],
+    info_cache: dict[type, _TypeInfo],
+    deadline: float,
+    floor: int,
+    max_nodes: int,
+    max_depth: int,
+    skip_prefix: str,
+    stem: str,
+) -> bool:
+    """Breadth-first from what is queued; False when the time box or node cap cut it."""
+
     def steps_of(node: int) -> tuple[list[Step], bool]:
         out: list[Step] = []
         resolvable = True
@@ -217,42 +256,38 @@ def discover(
         out.reverse()
         return out, resolvable
 
-    try:
-        while queue:
-            obj, node, depth = queue.popleft()
-            oid = id(obj)
-            if oid in visited:
-                continue
-            visited.add(oid)
-            found.nodes += 1
-            if found.nodes & 255 == 0 and time.thread_time() > deadline:
-                found.complete = False
-                break
-            if found.nodes >= max_nodes:
-                found.complete = False
-                break
-            t = type(obj)
-            fn = base_len(t)
-            if fn is not None and fn(obj) >= floor:
-                st, ok = steps_of(node)
-                found.paths[oid] = _text(st, stem)
-                found.steps[oid] = tuple(st) if ok else None
-                found.objects[oid] = obj
-            if depth >= max_depth:
-                continue
-            tmod = t.__dict__.get("__module__")
-            if isinstance(tmod, str) and tmod.startswith(skip_prefix):
-                continue
-            for kind, key, child in _children(obj, info_cache):
-                if id(child) not in visited:
-                    parent.append(node)
-                    kinds.append(kind)
-                    keys.append(key)
-                    queue.append((child, len(parent) - 1, depth + 1))
-    finally:
-        queue.clear()
-        keys.clear()
-    return found
+    while queue:
+        obj, node, depth = queue.popleft()
+        oid = id(obj)
+        if oid in visited:
+            continue
+        visited.add(oid)
+        found.nodes += 1
+        if found.nodes & 255 == 0 and time.thread_time() > deadline:
+            found.complete = False
+            return False
+        if found.nodes >= max_nodes:
+            found.complete = False
+            return False
+        t = type(obj)
+        fn = base_len(t)
+        if fn is not None and fn(obj) >= floor:
+            st, ok = steps_of(node)
+            found.paths[oid] = _text(st, stem)
+            found.steps[oid] = tuple(st) if ok else None
+            found.objects[oid] = obj
+        if depth >= max_depth:
+            continue
+        tmod = t.__dict__.get("__module__")
+        if isinstance(tmod, str) and tmod.startswith(skip_prefix):
+            continue
+        for kind, key, child in _children(obj, info_cache):
+            if id(child) not in visited:
+                parent.append(node)
+                kinds.append(kind)
+                keys.append(key)
+                queue.append((child, len(parent) - 1, depth + 1))
+    return True
 
 
 def resolve(steps: tuple[Step, ...]) -> Any:

@@ -48,10 +48,10 @@ _MAX_POINTS = 400
 _DRAIN_SHARE = 0.5
 # ...and by more than this many noise scales (so flat noise does not "drain").
 _DRAIN_NOISE = 2.0
-# "New highs": the tail must beat the earlier maximum by this share of the rise that the
+# "New highs": the tail's high must beat the earlier high by this share of the rise that the
 # overall slope predicts across the tail...
 _NEW_HIGH_SHARE = 0.25
-# ...and by this many noise scales (robust spread of the residuals around the fitted line).
+# ...and by this many noise scales (sample-to-sample noise, see _noise).
 _NEW_HIGH_NOISE = 0.5
 # Confidence: new highs reaching this share of the predicted tail rise count in full.
 _NEW_HIGH_FULL = 0.5

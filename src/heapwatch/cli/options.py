@@ -38,6 +38,7 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
     from heapwatch.report import summary_lines, write_reports
     from heapwatch.rundir import default_run_dir, prepare_run_dir
 
+    launch.check_command(cmd)
     stem = os.path.splitext(os.path.basename(cmd[-1] if cmd else "run"))[0]
     run_dir = prepare_run_dir(out or default_run_dir(stem))
     tty = sys.stderr.isatty()

@@ -1,0 +1,426 @@
+"""How long one heapwatch snapshot pauses the target, next to the usual alternatives.
+
+For heaps of about 100k, 1M and 3M gc-tracked objects, built in this process, this
+measures on the same heap:
+
+* one full heapwatch agent snapshot (``Agent.snapshot()``), tracing off and tracing on
+  (tracemalloc started at depth 1 *before* the heap is built, so the heap is traced);
+  and the owner-path walk ``paths.discover(100, 10.0, 10**9)`` alone;
+* ``objgraph.typestats()``;
+* ``pympler.summary.summarize(pympler.muppy.get_objects())``;
+* ``gc.get_objects()`` (the floor) and ``Counter(map(type, gc.get_objects()))``.
+
+Each heap is built once with tracemalloc on (when the traced variant is measured for
+that size): the traced snapshots are taken first, then tracemalloc is stopped and
+everything else is measured on the very same objects.
+
+Run::
+
+    python bench/snapshot_pause.py                 # 100k, 1M, 3M; 5 repeats
+    python bench/snapshot_pause.py --quick         # 100k only, 3 repeats (smoke run)
+    python bench/snapshot_pause.py --sizes 100k,1M --repeat 7 --traced-max 1M
+    python bench/snapshot_pause.py --profile       # also cProfile one snapshot per size
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import os
+import platform
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from heapwatch.agent import paths
+from heapwatch.agent.sampler import Agent, AgentConfig
+
+# The heap lives in a module global, as a service's caches and registries do, so the
+# owner-path walk finds it from ``__main__``.
+HEAP: dict[str, Any] = {}
+
+
+# -- the heap -----------------------------------------------------------------------------
+class Customer:
+    def __init__(self, cid: int) -> None:
+        self.id = cid
+        self.name = f"customer-{cid}"
+        self.email = f"c{cid}@example.com"
+        self.tags = ["new", "eu"] if cid % 3 else ["vip"]
+        self.orders: list[Order] = []  # back-references: cycles, as in real object graphs
+
+
+class Line:
+    __slots__ = ("price", "qty", "sku")
+
+    def __init__(self, sku: str, qty: int, price: float) -> None:
+        self.sku = sku
+        self.qty = qty
+        self.price = price
+
+
+class Order:
+    def __init__(self, oid: int, customer: Customer) -> None:
+        self.id = oid
+        self.customer = customer
+        self.status = "open" if oid % 4 else "paid"
+        self.lines = [Line(f"sku-{(oid * 7 + k) % 5000}", k + 1, 9.5 + k) for k in range(1 + oid % 4)]
+        self.meta = {"source": "web", "attempt": 1, "ref": oid * 7}  # ints/strings only: untracked
+        self.history = [(oid * 0.5, "created")]
+
+
+def _add_units(heap: dict[str, Any], start: int, count: int) -> None:
+    customers: dict[int, Customer] = heap["customers"]
+    orders: dict[int, Order] = heap["orders"]
+    log: list[tuple[float, int, Order]] = heap["log"]
+    sessions: dict[str, dict[str, Any]] = heap["sessions"]
+    stats: list[dict[str, int]] = heap["stats"]
+    for i in range(start, start + count):
+        cid = i // 8
+        c = customers.get(cid)
+        if c is None:
+            c = customers[cid] = Customer(cid)
+            sessions[f"s{cid:08x}"] = {"user": c, "hits": [i], "ua": "Mozilla/5.0"}
+        o = Order(i, c)
+        c.orders.append(o)
+        orders[i] = o
+        log.append((i * 0.001, i, o))
+        if i % 16 == 0:
+            stats.append({"n": i, "bytes": i * 3, "route": "/api/orders"})  # untracked dict
+
+
+def build_heap(target: int) -> tuple[int, float]:
+    """Grow ``HEAP`` until ``len(gc.get_objects())`` is close to ``target``."""
+    t0 = time.perf_counter()
+    HEAP.update(customers={}, orders={}, log=[], sessions={}, stats=[])
+    gc.collect()
+    base = len(gc.get_objects())
+    probe = 2000
+    gc.disable()
+    try:
+        _add_units(HEAP, 0, probe)
+        gc.collect()
+        per_unit = (len(gc.get_objects()) - base) / probe
+        rest = max(0, int((target - base) / per_unit) - probe)
+        _add_units(HEAP, probe, rest)
+    finally:
+        gc.enable()
+    gc.collect()
+    return len(gc.get_objects()), time.perf_counter() - t0
+
+
+def free_heap() -> None:
+    HEAP.clear()
+    gc.collect()
+
+
+# -- measuring ----------------------------------------------------------------------------
+class Row:
+    def __init__(self, label: str, times: list[float], note: str = "") -> None:
+        self.label = label
+        self.times = times
+        self.note = note
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times) * 1e3
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.times) * 1e3
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    """``n`` timed calls of ``fn`` (its result dropped inside the timing); gc.collect() once
+    before the batch."""
+    gc.collect()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def agent_snapshots(store_dir: str, trace: str, n: int) -> tuple[Row, Row | None, Row | None]:
+    """Start an agent (its thread takes a first snapshot), warm up once, time ``n`` snapshots.
+
+    Returns all snapshots, and those with and without the owner-path walk (run on the
+    first three snapshots and then every ``discover_every``-th).
+    """
+    cfg = AgentConfig(store=os.path.join(store_dir, f"run-{trace}.sqlite"), interval=3600, trace=trace)
+    agent = Agent(cfg)
+    agent.start()
+    try:
+        agent.snapshot()  # waits for the thread's first snapshot (same lock), then warms up
+        gc.collect()
+        times: list[float] = []
+        walk: list[bool] = []
+        for _ in range(n):
+            seq = agent._seq  # what the snapshot decides the walk on
+            walk.append(seq < 3 or seq % max(1, cfg.discover_every) == 0)
+            t0 = time.perf_counter()
+            agent.snapshot()
+            times.append(time.perf_counter() - t0)
+    finally:
+        agent.stop()
+    label = f"heapwatch snapshot (trace {trace})"
+    with_w = [t for t, w in zip(times, walk) if w]
+    without = [t for t, w in zip(times, walk) if not w]
+    return (
+        Row(label, times),
+        Row("  of which with owner-path walk", with_w) if with_w else None,
+        Row("  of which without the walk", without) if without else None,
+    )
+
+
+def discover_alone() -> None:
+    found = paths.discover(100, 10.0, 10**9)
+    found.clear()
+
+
+_LAZY: dict[str, Any] = {}
+
+
+def lazy_imports() -> None:
+    """objgraph and pympler are imported only when the script runs (before the first heap
+    is built, so they do not change the object counts between sizes)."""
+    try:
+        import objgraph
+
+        _LAZY["objgraph"] = objgraph
+    except ImportError:
+        pass
+    try:
+        from pympler import muppy, summary
+
+        _LAZY["muppy"], _LAZY["summary"] = muppy, summary
+    except ImportError:
+        pass
+
+
+def objgraph_typestats() -> None:
+    _LAZY["objgraph"].typestats()
+
+
+def pympler_summary() -> None:
+    _LAZY["summary"].summarize(_LAZY["muppy"].get_objects())
+
+
+def gc_floor() -> None:
+    gc.get_objects()
+
+
+def gc_counter() -> None:
+    Counter(map(type, gc.get_objects()))
+
+
+def pympler_runs(size: int, repeat: int) -> int:
+    """pympler takes ~6 s per 1M objects: fewer runs on big heaps."""
+    if size <= 300_000:
+        return min(repeat, 3)
+    if size <= 1_500_000:
+        return min(repeat, 2)
+    return 1
+
+
+def profile_snapshot(store_dir: str, trace: str, top: int = 12) -> str:
+    cfg = AgentConfig(
+        store=os.path.join(store_dir, f"profile-{trace}.sqlite"), interval=3600, trace=trace
+    )
+    agent = Agent(cfg)
+    agent.start()
+    try:
+        agent.snapshot()
+        gc.collect()
+        prof = cProfile.Profile()
+        prof.enable()
+        agent.snapshot()  # seq 2: includes the owner-path walk
+        prof.disable()
+    finally:
+        agent.stop()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(top)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+    return "\n".join("    " + ln for ln in lines)
+
+
+# -- output -------------------------------------------------------------------------------
+def fmt_size(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def parse_size(text: str) -> int:
+    t = text.strip().lower().replace("_", "")
+    mult = 1
+    if t.endswith("k"):
+        mult, t = 1000, t[:-1]
+    elif t.endswith("m"):
+        mult, t = 1_000_000, t[:-1]
+    return int(float(t) * mult)
+
+
+def print_table(rows: list[Row], ref_ms: float) -> None:
+    width = max(len(r.label) for r in rows) + 2
+    print(f"  {'':{width}}{'n':>3}  {'median':>10}  {'max':>10}")
+    for r in rows:
+        ratio = r.median_ms / ref_ms if ref_ms > 0 else float("nan")
+        vs = f"×{ratio:.2f} of heapwatch" if not r.label.startswith("  ") else ""
+        if r.label.startswith("heapwatch snapshot (trace off)"):
+            vs = "(reference)"
+        note = f"  {r.note}" if r.note else ""
+        print(
+            f"  {r.label:{width}}{len(r.times):>3}  {r.median_ms:>7.1f} ms  {r.max_ms:>7.1f} ms"
+            f"  {vs}{note}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="100k,1M,3M", help="heap sizes (gc-tracked objects)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per tool (heapwatch: at least 5)")
+    ap.add_argument(
+        "--traced-max", default="3M",
+        help="largest heap on which the traced snapshot is measured (0: never)",
+    )
+    ap.add_argument("--quick", action="store_true", help="100k only, 3 repeats (smoke run)")
+    ap.add_argument("--profile", action="store_true", help="cProfile one snapshot per size")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeat = "100k", 3
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    traced_max = parse_size(args.traced_max)
+    repeat = max(1, args.repeat)
+    hw_repeat = max(5, repeat) if not args.quick else repeat
+
+    t_start = time.perf_counter()
+    lazy_imports()
+    print("heapwatch snapshot pause benchmark")
+    print(
+        f"python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.machine()}, {platform.system()} {platform.release()}, "
+        f"os.cpu_count()={os.cpu_count()}"
+    )
+    print(
+        f"sizes {', '.join(fmt_size(s) for s in sizes)}; repeat {repeat} "
+        f"(heapwatch snapshots {hw_repeat}, pympler fewer: see n); "
+        f"traced snapshots on heaps up to {fmt_size(traced_max) if traced_max else 'none'}"
+    )
+    skipped_traced = [s for s in sizes if s > traced_max]
+    if skipped_traced:
+        print(
+            "note: traced variant NOT measured for "
+            + ", ".join(fmt_size(s) for s in skipped_traced)
+            + " (building that heap with tracemalloc on, and each traced snapshot, take too long"
+            " for this run's time budget; raise --traced-max to include it)"
+        )
+    for name, mod in (("objgraph", "objgraph"), ("pympler", "muppy")):
+        if mod not in _LAZY:
+            print(f"note: {name} is not installed: its row is left out")
+    print()
+
+    summary: list[tuple[str, int, dict[str, Row]]] = []
+    with tempfile.TemporaryDirectory(prefix="heapwatch-bench-") as tmp:
+        for size in sizes:
+            traced = 0 < size <= traced_max
+            if traced:
+                tracemalloc.start(1)
+            count, build_s = build_heap(size)
+            rows: list[Row] = []
+            byname: dict[str, Row] = {}
+            extra: list[str] = []
+            try:
+                print(
+                    f"== heap ~{fmt_size(size)}: len(gc.get_objects()) = {count:,} "
+                    f"(built in {build_s:.1f} s, tracemalloc {'on' if traced else 'off'} while building) =="
+                )
+                measured_traced = traced
+                if traced:
+                    cur, _ = tracemalloc.get_traced_memory()
+                    extra.append(
+                        f"tracemalloc: {cur / 2**20:,.0f} MiB traced, its own overhead "
+                        f"{tracemalloc.get_tracemalloc_memory() / 2**20:,.0f} MiB"
+                    )
+                    t_on, t_on_w, t_on_nw = agent_snapshots(tmp, "on", hw_repeat)
+                    if args.profile:
+                        extra.append("cProfile of one traced snapshot (with walk), by tottime:")
+                        extra.append(profile_snapshot(tmp, "on"))
+                    tracemalloc.stop()
+                    traced = False
+                t_off, t_off_w, t_off_nw = agent_snapshots(tmp, "off", hw_repeat)
+                rows.append(t_off)
+                rows.extend(r for r in (t_off_w, t_off_nw) if r is not None)
+                byname["hw_off"] = t_off
+                if measured_traced:
+                    rows.append(t_on)
+                    rows.extend(r for r in (t_on_w, t_on_nw) if r is not None)
+                    byname["hw_on"] = t_on
+                r = Row("paths.discover(100, 10.0, 10**9) alone", timed(discover_alone, repeat))
+                found = paths.discover(100, 10.0, 10**9)
+                r.note = f"(walks {found.nodes:,} objects, complete={found.complete})"
+                found.clear()
+                del found
+                rows.append(r)
+                byname["discover"] = r
+                if args.profile:
+                    extra.append("cProfile of one untraced snapshot (with walk), by tottime:")
+                    extra.append(profile_snapshot(tmp, "off"))
+                if "objgraph" in _LAZY:
+                    r = Row("objgraph.typestats()", timed(objgraph_typestats, repeat))
+                    rows.append(r)
+                    byname["objgraph"] = r
+                if "muppy" in _LAZY:
+                    r = Row(
+                        "pympler summarize(muppy.get_objects())",
+                        timed(pympler_summary, pympler_runs(size, repeat)),
+                    )
+                    rows.append(r)
+                    byname["pympler"] = r
+                r = Row("gc.get_objects() (floor)", timed(gc_floor, repeat))
+                rows.append(r)
+                byname["gc"] = r
+                r = Row("Counter(map(type, gc.get_objects()))", timed(gc_counter, repeat))
+                rows.append(r)
+                byname["counter"] = r
+                print_table(rows, t_off.median_ms)
+                for line in extra:
+                    print("  " + line if not line.startswith("    ") else line)
+                print()
+                summary.append((fmt_size(size), count, byname))
+            finally:
+                if traced and tracemalloc.is_tracing():
+                    tracemalloc.stop()
+                free_heap()
+
+    cols = [
+        ("hw_off", "heapwatch off"), ("hw_on", "heapwatch on"), ("discover", "discover"),
+        ("objgraph", "objgraph"), ("pympler", "pympler"), ("gc", "gc.get_objects"),
+        ("counter", "Counter"),
+    ]
+    print("== summary: median ms (max) ==")
+    head = f"  {'heap':>5} {'objects':>10}" + "".join(f"  {title:>17}" for _, title in cols)
+    print(head)
+    for label, count, byname in summary:
+        cells = []
+        for key, _ in cols:
+            r = byname.get(key)
+            cells.append(f"  {'-':>17}" if r is None else f"  {f'{r.median_ms:.1f} ({r.max_ms:.0f})':>17}")
+        print(f"  {label:>5} {count:>10,}" + "".join(cells))
+    print(f"\ntotal time {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

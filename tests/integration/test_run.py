@@ -1,0 +1,139 @@
+"""heapwatch run on real processes: what passes through, what it records, how it fails."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from typing import Any
+
+from helpers import ROOT, heapwatch, report
+from heapwatch.store import open_run
+
+
+def write(path: Any, text: str) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(textwrap.dedent(text))
+    return str(path)
+
+
+def test_io_and_exit_code_pass_through(tmp_path: Any) -> None:
+    script = write(tmp_path / "echo.py", """
+        import sys
+        line = sys.stdin.readline()
+        print("got", line.strip())
+        print("to stderr", file=sys.stderr)
+        sys.exit(3)
+    """)
+    proc = heapwatch("run", "--interval", "0.2", "--out", str(tmp_path / "r"), "--",
+                     sys.executable, script, input="hello\n")
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "got hello\n"
+    assert "to stderr" in proc.stderr
+    rep = report(str(tmp_path / "r"))
+    assert rep["agent"]["checked_in"] is True
+    assert rep["run"]["exit_code"] == 3
+
+
+def test_target_sitecustomize_runs_and_children_get_a_clean_env(tmp_path: Any) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    marker = tmp_path / "sitecustomize-ran"
+    write(site / "sitecustomize.py", f"open({str(marker)!r}, 'w').write('yes')\n")
+    script = write(tmp_path / "parent.py", """
+        import subprocess, sys
+        code = "import os, sys; print(os.environ.get('PYTHONPATH')); print('heapwatch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+        print(out, end="")
+        print("parent-has-agent", "heapwatch.agent" in sys.modules)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    proc = heapwatch("run", "--interval", "0.2", "--out", str(tmp_path / "r"), "--",
+                     sys.executable, script, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(site), "False", "parent-has-agent True"]
+    assert marker.read_text() == "yes"
+
+
+def test_python_dash_I_records_process_figures_and_says_why(tmp_path: Any) -> None:
+    script = write(tmp_path / "isolated.py", "import time\ntime.sleep(1.5)\n")
+    proc = heapwatch("run", "--interval", "0.2", "--out", str(tmp_path / "r"), "--",
+                     sys.executable, "-I", script)
+    assert proc.returncode == 0, proc.stderr
+    assert "-I" in proc.stderr
+    rep = report(str(tmp_path / "r"))
+    assert rep["verdict"] == "inconclusive"
+    assert rep["agent"]["checked_in"] is False
+    assert "No Python heap data" in rep["notes"][0] and "-I" in rep["notes"][0]
+    assert rep["run"]["snapshots"] >= 2  # process figures from outside
+
+
+def test_non_python_command(tmp_path: Any) -> None:
+    proc = heapwatch("run", "--interval", "0.2", "--out", str(tmp_path / "r"), "--",
+                     "sleep", "1.2")
+    assert proc.returncode == 0, proc.stderr
+    assert "does not look like a Python program" in proc.stderr
+    rep = report(str(tmp_path / "r"))
+    assert rep["verdict"] == "inconclusive"
+    assert all(s.source == "external" for s in open_run(str(tmp_path / "r")).snapshots)
+
+
+def test_python_dash_m_and_a_console_script(tmp_path: Any) -> None:
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    write(pkg / "__init__.py", "")
+    write(pkg / "__main__.py", "print('pkg main')\n")
+    proc = heapwatch("run", "--interval", "0.2", "--out", str(tmp_path / "m"), "--",
+                     sys.executable, "-m", "mypkg", cwd=str(tmp_path))
+    assert proc.returncode == 0 and proc.stdout == "pkg main\n", proc.stderr
+    assert report(str(tmp_path / "m"))["agent"]["checked_in"] is True
+    tool = tmp_path / "mytool"
+    write(tool, f"#!{sys.executable}\nprint('tool ran')\n")
+    tool.chmod(0o755)
+    proc = heapwatch("run", "--interval", "0.2", "--out", str(tmp_path / "t"), "--", str(tool))
+    assert proc.returncode == 0 and proc.stdout == "tool ran\n", proc.stderr
+    assert report(str(tmp_path / "t"))["agent"]["checked_in"] is True
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path: Any) -> None:
+    cases = [
+        ("run", "--interval", "fast", "--", sys.executable, "-c", "pass"),
+        ("run", "--out", str(tmp_path / "x"), "--", "no-such-command-heapwatch"),
+        ("report", str(tmp_path / "missing")),
+        ("run", "--trace", "sometimes", "--", sys.executable, "-c", "pass"),
+    ]
+    for args in cases:
+        proc = heapwatch(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip(), args
+    proc = heapwatch("run", "--out", str(tmp_path / "x"), "--", "no-such-command-heapwatch")
+    assert proc.stderr.strip().splitlines() == [
+        "heapwatch: error: command not found: no-such-command-heapwatch"]
+
+
+def test_a_killed_target_still_reports_its_snapshots(tmp_path: Any) -> None:
+    script = write(tmp_path / "dies.py", """
+        import os, signal, time
+        DATA = []
+        for i in range(30):
+            DATA.extend(range(100))
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    out = str(tmp_path / "r")
+    proc = heapwatch("run", "--interval", "0.1", "--out", out, "--", sys.executable, script)
+    assert proc.returncode == 128 + 9, proc.stderr
+    rep = report(out)
+    assert rep["run"]["snapshots"] >= 5
+    again = heapwatch("report", out)
+    assert again.returncode == 0, again.stderr
+    assert "report:" in again.stdout
+
+
+def test_demo(tmp_path: Any) -> None:
+    proc = heapwatch("demo", "--duration", "8s", "--out", str(tmp_path / "d"), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "report: " in proc.stderr
+    rep = report(str(tmp_path / "d"))
+    assert rep["findings"] and rep["findings"][0]["path"].endswith("TRACKER._pending")

@@ -1,0 +1,56 @@
+"""Every scenario under heapwatch run, checked against its expected.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import pytest
+
+from helpers import SCENARIOS, heapwatch, marker_line, report
+
+NAMES = sorted(d for d in os.listdir(SCENARIOS)
+               if os.path.exists(os.path.join(SCENARIOS, d, "expected.json")))
+
+
+def test_there_are_scenarios() -> None:
+    assert len(NAMES) >= 6
+    verdicts = set()
+    for n in NAMES:
+        with open(os.path.join(SCENARIOS, n, "expected.json"), encoding="utf-8") as f:
+            verdicts.add(json.load(f)["verdict"])
+    assert verdicts == {"leak", "no-leak"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_scenario(name: str, tmp_path: Any) -> None:
+    here = os.path.join(SCENARIOS, name)
+    with open(os.path.join(here, "expected.json"), encoding="utf-8") as f:
+        expected = json.load(f)
+    cmd = [sys.executable if a == "python" else a for a in expected["command"]]
+    out = str(tmp_path / "run")
+    proc = heapwatch("run", "--interval", "0.5", "--duration", "20s", "--out", out, "--", *cmd,
+                     cwd=here)
+    assert proc.returncode == 0, proc.stderr
+    rep = report(out)
+    serious = [f for f in rep["findings"] if f["severity"] in ("high", "medium")]
+    summary = json.dumps([(f["kind"], f["title"], f["site"]) for f in rep["findings"][:5]],
+                         indent=1)
+    assert rep["verdict"] == expected["verdict"], summary
+    for tail in expected.get("not_flagged", []):
+        assert not any((f.get("path") or "").endswith(tail) for f in serious), summary
+    if expected["verdict"] != "leak":
+        return
+    first = rep["findings"][0]
+    assert first["kind"] == expected["kind"], summary
+    assert first["path"].endswith(expected["path_endswith"]), summary
+    site_file = os.path.join(here, expected["site_marker"])
+    line = marker_line(site_file, "# LEAK-SITE")
+    assert first["site"] is not None, summary
+    filename, _, lineno = first["site"].rpartition(":")
+    assert filename.endswith(expected["site_marker"]), summary
+    if not (sys.version_info[:2] == (3, 11) and expected.get("site_needs_instance_trace")):
+        assert int(lineno) == line, summary

@@ -1,0 +1,113 @@
+"""The agent inside a process: it keeps nothing alive, and its failures stay inside it."""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import weakref
+from typing import Any
+
+import pytest
+
+from heapwatch.agent import census
+from heapwatch.agent.sampler import Agent, AgentConfig
+from heapwatch.errors import AgentError
+from heapwatch.store import open_run
+
+
+class Payload:
+    pass
+
+
+HOLDER: dict[str, Any] = {}
+
+
+def make_agent(tmp_path: Any, **kw: Any) -> Agent:
+    kw.setdefault("interval", 3600.0)
+    kw.setdefault("trace", "off")
+    return Agent(AgentConfig(store=os.path.join(str(tmp_path), "run.sqlite"), floor=10, **kw))
+
+
+def test_dropped_objects_are_collected_while_the_agent_runs(tmp_path: Any) -> None:
+    agent = make_agent(tmp_path, trace="on")
+    agent.start()
+    try:
+        items = [Payload() for _ in range(50)]
+        HOLDER["items"] = items
+        refs = [weakref.ref(p) for p in items]
+        del items
+        for _ in range(6):  # census, path walk and item sampling all see the container
+            agent.snapshot()
+        HOLDER.clear()
+        gc.collect()
+        assert all(r() is None for r in refs), "the agent kept target objects alive"
+        run = open_run(str(tmp_path))
+        assert any(c.path and c.path.endswith("HOLDER['items']") for s in run.snapshots
+                   for c in s.containers), "the container was never seen, so the test proves nothing"
+    finally:
+        agent.stop()
+
+
+def test_a_failing_collector_is_recorded_not_raised(tmp_path: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret-value-should-not-be-stored")
+
+    agent = make_agent(tmp_path)
+    agent.start()
+    try:
+        monkeypatch.setattr(census, "take_census", broken)
+        agent.snapshot()  # must not raise
+    finally:
+        monkeypatch.undo()
+        agent.stop()
+    run = open_run(str(tmp_path))
+    errors = [e for s in run.snapshots for e in s.errors]
+    assert any(e.startswith("census: RuntimeError") for e in errors), errors
+    assert not any("secret-value" in e for e in errors), "an exception message leaked into the store"
+    assert run.snapshots[-1].reason == "stop"
+
+
+def test_stop_takes_a_final_snapshot_and_closes(tmp_path: Any) -> None:
+    agent = make_agent(tmp_path)
+    agent.start()
+    agent.snapshot()
+    agent.stop()
+    assert not agent.running
+    with pytest.raises(AgentError):
+        agent.snapshot()
+    run = open_run(str(tmp_path))
+    assert [s.reason for s in run.snapshots][-1] == "stop"
+    assert run.meta["agent_stopped"]["reason"] == "stop"
+
+
+def test_control_socket_commands(tmp_path: Any) -> None:
+    from heapwatch.launch import send_command
+
+    sock = os.path.join(str(tmp_path), "c.sock")
+    agent = make_agent(tmp_path, control=sock)
+    agent.start()
+    assert send_command(sock, "ping").startswith(f"ok {os.getpid()}")
+    assert send_command(sock, "mark load") == "ok"
+    assert send_command(sock, "bogus") == "error unknown command"
+    assert send_command(sock, "stop").startswith("ok stopped")
+    deadline = time.monotonic() + 10
+    while agent._thread is not None and agent._thread.is_alive() and time.monotonic() < deadline:
+        agent._thread.join(0.1)
+    assert not agent.running
+    run = open_run(str(tmp_path))
+    assert [m.phase for m in run.marks] == ["load"]
+    assert not os.path.exists(sock)
+
+
+def test_census_counts_types_and_finds_big_containers() -> None:
+    big = {i: str(i) for i in range(500)}
+    tracked = [[i] for i in range(300)]
+    keep: dict[int, Any] = {}
+    res = census.take_census(200, set(), keep)
+    assert res.type_counts[list] >= 300
+    ids = {oid for oid, _, _ in res.big}
+    assert id(tracked) in ids
+    assert id(big) not in ids  # atomic dicts are not gc-tracked: the path walk finds them
+    keep.clear()

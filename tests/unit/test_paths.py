@@ -1,0 +1,118 @@
+"""Owner paths on hand-built object graphs, inside a throwaway module."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections import defaultdict, deque
+from collections.abc import Iterator
+
+import pytest
+
+from heapwatch.agent.naming import key_part
+from heapwatch.agent.paths import discover, resolve
+
+
+@pytest.fixture
+def module() -> Iterator[types.ModuleType]:
+    mod = types.ModuleType("hw_fixture_mod")
+    mod.__file__ = "/srv/app/hw_fixture_mod.py"
+    sys.modules[mod.__name__] = mod
+    try:
+        yield mod
+    finally:
+        del sys.modules[mod.__name__]
+
+
+def paths_of(floor: int = 20) -> dict[str, object]:
+    found = discover(floor, budget_s=5.0, max_nodes=10**7)
+    try:
+        return {p: found.objects[i] for i, p in found.paths.items() if p.startswith("hw_fixture")}
+    finally:
+        found.clear()
+
+
+def test_untracked_dict_on_an_instance(module: types.ModuleType) -> None:
+    class Tracker:
+        def __init__(self) -> None:
+            self._pending = {i: float(i) for i in range(50)}
+
+    Tracker.__module__ = module.__name__
+    module.TRACKER = Tracker()
+    found = paths_of()
+    assert found["hw_fixture_mod.TRACKER._pending"] is module.TRACKER._pending
+
+
+def test_class_attribute_nested_dict_and_defaultdict(module: types.ModuleType) -> None:
+    class SessionManager:
+        _sessions = {f"s{i}": i for i in range(40)}
+
+    SessionManager.__module__ = module.__name__
+    module.SessionManager = SessionManager
+    module.APP = types.SimpleNamespace(caches={"users": list(range(30))})
+    bus = defaultdict(list)
+    bus["tick"].extend(range(25))
+    module.BUS = bus
+    found = paths_of()
+    assert "hw_fixture_mod.SessionManager._sessions" in found
+    assert "hw_fixture_mod.APP.caches['users']" in found
+    assert "hw_fixture_mod.BUS['tick']" in found
+
+
+def test_slots_and_deque(module: types.ModuleType) -> None:
+    class Queue:
+        __slots__ = ("items",)
+
+        def __init__(self) -> None:
+            self.items = deque(range(60))
+
+    module.Q = Queue()
+    assert "hw_fixture_mod.Q.items" in paths_of()
+
+
+def test_secret_looking_keys_are_hidden(module: types.ModuleType) -> None:
+    module.CACHE = {"api_token": list(range(30)), "a3f9c2e1b4d5e6f7a8b9": list(range(30))}
+    found = paths_of()
+    assert "hw_fixture_mod.CACHE[…]" in found
+    assert not any("api_token" in p or "a3f9" in p for p in found)
+
+
+@pytest.mark.parametrize(("key", "shown"), [
+    ("users", "['users']"), ("tick", "['tick']"), ("session_id", "[…]"), ("password", "[…]"),
+    (42, "[…]"), ("has space", "[…]"), ("x" * 40, "[…]"), ("deadbeefdeadbeef", "[…]"),
+])
+def test_key_part(key: object, shown: str) -> None:
+    assert key_part(key) == shown
+
+
+def test_no_user_code_runs(module: types.ModuleType) -> None:
+    calls = []
+
+    class Sneaky:
+        def __getattr__(self, name: str) -> object:
+            calls.append(name)
+            raise AttributeError(name)
+
+        @property
+        def items(self) -> list[int]:
+            calls.append("items")
+            return list(range(100))
+
+    module.S = Sneaky()
+    module.S.data = list(range(30))
+    found = paths_of()
+    assert "hw_fixture_mod.S.data" in found
+    assert calls == []
+
+
+def test_resolve_follows_a_rebinding(module: types.ModuleType) -> None:
+    module.HOLDER = types.SimpleNamespace(cache={"k": list(range(30))})
+    found = discover(20, 5.0, 10**7)
+    oid = next(i for i, p in found.paths.items() if p == "hw_fixture_mod.HOLDER.cache['k']")
+    steps = found.steps[oid]
+    found.clear()
+    assert steps is not None
+    module.HOLDER.cache = {"k": [1, 2]}
+    assert resolve(steps) == [1, 2]
+    module.HOLDER.cache = {}
+    assert resolve(steps) is None
