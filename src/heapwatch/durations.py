@@ -37,7 +37,7 @@ def format_duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
     if seconds < 3600:
-        minutes, secs = divmod(int(round(seconds)), 60)
+        minutes, secs = divmod(round(seconds), 60)
         return f"{minutes}m{secs:02d}s"
-    hours, rest = divmod(int(round(seconds)), 3600)
+    hours, rest = divmod(round(seconds), 3600)
     return f"{hours}h{rest // 60:02d}m"

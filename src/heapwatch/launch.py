@@ -113,7 +113,7 @@ def send_command(sock_path: str, line: str, timeout: float = 30.0) -> str:
 
 def _external_stat(pid: int) -> ProcessStat | None:
     try:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
 
         p = psutil.Process(pid)
         with p.oneshot():

@@ -8,6 +8,7 @@ import textwrap
 from typing import Any
 
 from helpers import ROOT, heapwatch, report
+
 from heapwatch.store import open_run
 
 

@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 import pytest
-
 from helpers import SCENARIOS, heapwatch, marker_line, report
 
 NAMES = sorted(d for d in os.listdir(SCENARIOS)

@@ -45,7 +45,7 @@ def test_untracked_dict_on_an_instance(module: types.ModuleType) -> None:
 
 def test_class_attribute_nested_dict_and_defaultdict(module: types.ModuleType) -> None:
     class SessionManager:
-        _sessions = {f"s{i}": i for i in range(40)}
+        _sessions = {f"s{i}": i for i in range(40)}  # noqa: RUF012 - the class attribute is the test
 
     SessionManager.__module__ = module.__name__
     module.SessionManager = SessionManager

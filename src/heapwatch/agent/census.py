@@ -19,7 +19,8 @@ def base_len(t: type) -> Callable[[Any], int] | None:
     """The C-level ``len`` of the container base of ``t`` (never a user ``__len__``)."""
     for base in CONTAINER_BASES:
         if issubclass(t, base):
-            return base.__len__
+            fn: Callable[[Any], int] = base.__len__  # type: ignore[attr-defined]
+            return fn
     return None
 
 

@@ -45,7 +45,7 @@ def type_name(t: type, stem: str) -> str:
 
 def key_part(key: object) -> str:
     """A dict key as it may appear in a path: short identifier-like strings only."""
-    if isinstance(key, str) and _IDENT_KEY.match(key) and not _SECRETISH.search(key):
-        if not _HEXISH.match(key):
-            return f"[{key!r}]"
+    if (isinstance(key, str) and _IDENT_KEY.match(key) and not _SECRETISH.search(key)
+            and not _HEXISH.match(key)):
+        return f"[{key!r}]"
     return "[…]"

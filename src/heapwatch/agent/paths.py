@@ -17,7 +17,6 @@ import sysconfig
 import time
 import types as _types
 from collections import deque
-
 from typing import Any
 
 from heapwatch.agent.census import CONTAINER_BASES, base_len

@@ -41,7 +41,7 @@ def _proc_children() -> int | None:
 
 def _psutil_figures() -> tuple[int, int | None, int | None, int | None]:
     try:
-        import psutil  # optional: only when the target can import it itself
+        import psutil  # type: ignore[import-untyped]  # only if the target has it itself
     except Exception:
         return 0, None, None, None
     p = psutil.Process()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as _dt
+import itertools
 import json
 import os
 import select
@@ -386,9 +387,9 @@ class Agent:
             seen_ids: set[int] = set()
             for oid, t, n in big:
                 seen_ids.add(oid)
-                path = named.get(oid)
+                known = named.get(oid)
                 tname = naming.type_name(t, stem)
-                containers.append(ContainerStat(path or f"{tname}@{oid:#x}", tname, n, 0, path))
+                containers.append(ContainerStat(known or f"{tname}@{oid:#x}", tname, n, 0, known))
             for oid, path in named.items():
                 if oid in seen_ids:
                     continue
@@ -457,7 +458,7 @@ class Agent:
             self._seen[c.key] = seq
             if len(hist) >= 3:
                 vals = list(hist)
-                rises = sum(1 for a, b in zip(vals, vals[1:]) if b > a)
+                rises = sum(1 for a, b in itertools.pairwise(vals) if b > a)
                 if rises >= len(vals) // 2 + 1 and vals[-1] > vals[0]:
                     suspects.append((vals[-1] - vals[0], c.key))
         for key in [k for k, s in self._seen.items() if seq - s > 12]:
@@ -473,10 +474,10 @@ class Agent:
                 ids_by_key[path] = oid
         out: list[ItemSample] = []
         for _, key in suspects[: self.config.max_suspects]:
-            oid = ids_by_key.get(key)
-            if oid is None and "@0x" in key:
-                oid = int(key.rsplit("@", 1)[1], 16)
-            obj = keep.get(oid) if oid is not None else None
+            found_id = ids_by_key.get(key)
+            if found_id is None and "@0x" in key:
+                found_id = int(key.rsplit("@", 1)[1], 16)
+            obj = keep.get(found_id) if found_id is not None else None
             if obj is None or key not in by_key:
                 continue
             out.extend(items.sample_items(key, obj, self.config.sample_items, stem, tracing))

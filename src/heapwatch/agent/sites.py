@@ -36,7 +36,9 @@ def traced_sites(top: int) -> tuple[dict[str, tuple[int, int]], int]:
     """Top ``top`` allocation lines by live bytes: ``{"file:line": (blocks, bytes)}``, and the
     total bytes traced outside heapwatch."""
     snap = tracemalloc.take_snapshot()
-    raw: list[Any] = snap.traces._traces  # (domain, size, frames, [nframe]): frames newest first
+    # The raw tuples (domain, size, frames newest first, [nframe]): building a Trace object
+    # per block would cost more than the aggregation itself.
+    raw: list[Any] = snap.traces._traces  # type: ignore[attr-defined]
     del snap
     by_frame: dict[Any, list[int]] = {}
     total = 0

@@ -213,7 +213,7 @@ def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None) ->
         ctype = ser.container_types.get(key, "container")
         path = ser.container_paths.get(key) or UNREACHABLE
         items = ser.items.get(key, Counter())
-        item_list = [
+        item_list: list[dict[str, Any]] = [
             {"type": t, "site": short_site(s, cwd), "user_site": short_site(u, cwd),
              "sampled": k}
             for (t, s, u), k in items.most_common(5)

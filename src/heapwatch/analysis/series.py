@@ -34,7 +34,7 @@ class Series:
 
     def site_series(self, name: str) -> tuple[list[float], list[float]]:
         xs, ys = [], []
-        for x, s in zip(self.xs, self.snapshots):
+        for x, s in zip(self.xs, self.snapshots, strict=False):
             if not s.traced:
                 continue
             xs.append(x)
@@ -51,7 +51,7 @@ def build(run: RunData, pid: int, source: str = "agent") -> Series:
     snaps = [s for s in run.snapshots if s.pid == pid and s.source == source]
     t0 = snaps[0].t if snaps else 0.0
     ser = Series(pid=pid, snapshots=snaps, xs=[s.t - t0 for s in snaps])
-    for x, s in zip(ser.xs, snaps):
+    for x, s in zip(ser.xs, snaps, strict=False):
         for c in s.containers:
             xs, ys = ser.containers.setdefault(c.key, ([], []))
             xs.append(x)

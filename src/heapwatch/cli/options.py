@@ -11,7 +11,7 @@ from heapwatch.durations import format_duration, parse_duration
 from heapwatch.errors import HeapwatchError
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
