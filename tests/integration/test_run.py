@@ -138,3 +138,38 @@ def test_demo(tmp_path: Any) -> None:
     assert "report: " in proc.stderr
     rep = report(str(tmp_path / "d"))
     assert rep["findings"] and rep["findings"][0]["path"].endswith("TRACKER._pending")
+
+
+def test_sigterm_to_heapwatch_takes_a_final_snapshot_then_ends_the_target(tmp_path: Any) -> None:
+    import signal
+    import subprocess
+    import time
+
+    script = write(tmp_path / "forever.py", """
+        import sys, time
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+    """)
+    out = str(tmp_path / "r")
+    proc = subprocess.Popen([sys.executable, "-m", "heapwatch", "run", "--interval", "0.2",
+                             "--out", out, "--", sys.executable, script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"  # the target runs (and site ran before it)
+        deadline = time.monotonic() + 30
+        while open_run(out).meta.get("agent") is None:  # wait for the agent's check-in
+            assert time.monotonic() < deadline and proc.poll() is None, "agent never checked in"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    run = open_run(out)
+    assert run.meta["agent_stopped"]["reason"] == "cli"
+    assert run.snapshots[-1].reason == "stop"
+    assert run.meta["launch"]["ended_by"] == "interrupt"
+    assert os.path.exists(os.path.join(out, "report.json"))
