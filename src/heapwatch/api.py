@@ -53,7 +53,7 @@ def run_meta(command: list[str], interval: float, trace: str, trace_depth: int,
 def start(
     out: str | None = None,
     interval: float | str = 5.0,
-    trace: str = "on",
+    trace: str = "auto",
     trace_depth: int = 1,
     **options: Any,
 ) -> str:

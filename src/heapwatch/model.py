@@ -12,7 +12,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 REPORT_SCHEMA = "heapwatch.report/1"
-TRACE_MODES = ("on", "off")
+TRACE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,9 @@ class ProcessStat:
     traced_current: int | None = None
     traced_peak: int | None = None
     tracemalloc_overhead: int | None = None
+    sockets: int | None = None
+    tmp_files: int | None = None
+    gc_garbage: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

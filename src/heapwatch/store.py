@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     rss INTEGER NOT NULL, fds INTEGER, threads INTEGER, children INTEGER,
     allocated_blocks INTEGER, gc_objects INTEGER, gc_collections TEXT,
     traced_current INTEGER, traced_peak INTEGER, tracemalloc_overhead INTEGER,
-    errors TEXT
+    errors TEXT, sockets INTEGER, tmp_files INTEGER, gc_garbage INTEGER
 );
 CREATE TABLE IF NOT EXISTS type_counts (
     snapshot_id INTEGER NOT NULL, name_id INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -196,14 +196,16 @@ class Writer:
             cur.execute(
                 "INSERT INTO snapshots (pid, seq, t, mono, reason, duration_s, phase, traced,"
                 " source, rss, fds, threads, children, allocated_blocks, gc_objects,"
-                " gc_collections, traced_current, traced_peak, tracemalloc_overhead, errors)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " gc_collections, traced_current, traced_peak, tracemalloc_overhead, errors,"
+                " sockets, tmp_files, gc_garbage)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     snap.pid, snap.seq, snap.t, snap.mono, snap.reason, snap.duration_s,
                     snap.phase, int(snap.traced), snap.source, p.rss, p.fds, p.threads,
                     p.children, p.allocated_blocks, p.gc_objects,
                     json.dumps(list(p.gc_collections)), p.traced_current, p.traced_peak,
                     p.tracemalloc_overhead, json.dumps(list(snap.errors)) if snap.errors else None,
+                    p.sockets, p.tmp_files, p.gc_garbage,
                 ),
             )
             sid = cur.lastrowid
@@ -335,14 +337,16 @@ def _load(conn: sqlite3.Connection, path: str) -> RunData:
     for row in conn.execute(
         "SELECT id, pid, seq, t, mono, reason, duration_s, phase, traced, source, rss, fds,"
         " threads, children, allocated_blocks, gc_objects, gc_collections, traced_current,"
-        " traced_peak, tracemalloc_overhead, errors FROM snapshots ORDER BY t, id"
+        " traced_peak, tracemalloc_overhead, errors, sockets, tmp_files, gc_garbage"
+        " FROM snapshots ORDER BY t, id"
     ):
         sid = row[0]
         proc = ProcessStat(
             rss=row[10], fds=row[11], threads=row[12], children=row[13],
             allocated_blocks=row[14], gc_objects=row[15],
             gc_collections=tuple(json.loads(row[16] or "[]")), traced_current=row[17],
-            traced_peak=row[18], tracemalloc_overhead=row[19],
+            traced_peak=row[18], tracemalloc_overhead=row[19], sockets=row[21],
+            tmp_files=row[22], gc_garbage=row[23],
         )
         snaps.append(
             Snapshot(

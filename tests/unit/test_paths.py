@@ -116,3 +116,78 @@ def test_resolve_follows_a_rebinding(module: types.ModuleType) -> None:
     assert resolve(steps) == [1, 2]
     module.HOLDER.cache = {}
     assert resolve(steps) is None
+
+
+def test_lru_cache_of_a_function_and_a_method(module: types.ModuleType) -> None:
+    import functools
+
+    @functools.cache
+    def lookup(n: int) -> list[int]:
+        return [n]
+
+    class Pricer:
+        @functools.cache  # noqa: B019 - the leak shape under test
+        def quote(self, n: int) -> int:
+            return n
+
+    Pricer.__module__ = module.__name__
+    module.lookup = lookup
+    module.Pricer = Pricer
+    p = Pricer()
+    for i in range(30):
+        lookup(i)
+        p.quote(i)
+    found = discover(20, 5.0, 10**7)
+    try:
+        by_path = {path: found.objects[i] for i, path in found.paths.items()}
+        assert len(by_path["hw_fixture_mod.lookup.<lru_cache>"]) == 30
+        assert len(by_path["hw_fixture_mod.Pricer.quote.<lru_cache>"]) == 30
+        oid = next(i for i, path in found.paths.items() if path == "hw_fixture_mod.lookup.<lru_cache>")
+        steps = found.steps[oid]
+    finally:
+        found.clear()
+    assert steps is not None and resolve(steps) is not None
+    assert len(resolve(steps)) == 30
+
+
+def test_closure_cell(module: types.ModuleType) -> None:
+    def make_recorder():  # type: ignore[no-untyped-def]
+        chunks: list[bytes] = []
+
+        def record(data: bytes) -> None:
+            chunks.append(data)
+
+        return record
+
+    module.RECORD = make_recorder()
+    for _i in range(25):
+        module.RECORD(b"x")
+    assert "hw_fixture_mod.RECORD.<closure>.chunks" in paths_of()
+
+
+def test_object_held_only_by_a_thread_stack() -> None:
+    import threading
+
+    ready, done = threading.Event(), threading.Event()
+
+    def poll_loop() -> None:
+        seen = [object() for _ in range(40)]
+        ready.set()
+        done.wait(10)
+        del seen
+
+    t = threading.Thread(target=poll_loop, name="poller", daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        found = discover(20, 5.0, 10**7)
+        try:
+            paths = set(found.paths.values())
+            assert "<thread poller>.poll_loop.seen" in paths, sorted(p for p in paths if "thread" in p)
+            oid = next(i for i, p in found.paths.items() if p == "<thread poller>.poll_loop.seen")
+            assert found.steps[oid] is None  # a stack is not a stable path: found by the walk only
+        finally:
+            found.clear()
+    finally:
+        done.set()
+        t.join()

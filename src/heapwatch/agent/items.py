@@ -6,6 +6,7 @@ import gc
 import sys
 from collections import Counter, deque
 from itertools import islice
+from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, ModuleType
 from typing import Any
 
 from heapwatch.agent.naming import type_name
@@ -44,9 +45,59 @@ def _site_of(item: Any) -> tuple[str | None, str | None]:
     return site, user
 
 
+_OPAQUE = (type, ModuleType, FunctionType, CodeType, FrameType, BuiltinFunctionType)
+
+
+def deep_size(obj: Any, tracing: bool, limit: int = 2000) -> int:
+    """Bytes ``obj`` retains: pympler's ``asizeof`` when the target can import it and
+    tracemalloc is off (under tracing, importing and running it costs ~10x), else
+    ``sys.getsizeof`` over what it references, bounded to ``limit`` objects (classes,
+    modules, functions and frames are shared, not retained)."""
+    if not tracing:
+        try:
+            from pympler.asizeof import asizeof  # lazily: only for suspects
+
+            return int(asizeof(obj))  # type: ignore[no-untyped-call]
+        except Exception:
+            pass
+    seen: set[int] = set()
+    todo = [obj]
+    total = 0
+    try:
+        while todo and len(seen) < limit:
+            o = todo.pop()
+            if id(o) in seen or isinstance(o, _OPAQUE):
+                continue
+            seen.add(id(o))
+            total += sys.getsizeof(o, 0)
+            todo.extend(gc.get_referents(o))
+    finally:
+        todo.clear()
+    return total
+
+
 def sample_items(key: str, obj: Any, k: int, stem: str, tracing: bool) -> list[ItemSample]:
     """Sample the ``k`` newest items of ``obj``; group them by (type, site)."""
     items = _newest(obj, k)
+    return _group(key, items, stem, tracing)
+
+
+def sample_type(name: str, t: type, k: int, stem: str) -> list[ItemSample]:
+    """Sites of the newest objects of type ``t`` (the youngest gc generation holds them)."""
+    items: list[tuple[Any, Any]] = []
+    young = gc.get_objects(0)
+    try:
+        for o in reversed(young):
+            if type(o) is t:
+                items.append((o, None))
+                if len(items) >= k:
+                    break
+    finally:
+        del young
+    return _group("type:" + name, items, stem, True)
+
+
+def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool) -> list[ItemSample]:
     try:
         groups: Counter[tuple[str, str | None, str | None]] = Counter()
         sizes: Counter[tuple[str, str | None, str | None]] = Counter()
@@ -56,7 +107,7 @@ def sample_items(key: str, obj: Any, k: int, stem: str, tracing: bool) -> list[I
                 site, user = _site_of(fallback)
             g = (type_name(type(item), stem), site, user)
             groups[g] += 1
-            sizes[g] += sys.getsizeof(item, 0)
+            sizes[g] += deep_size(item, tracing)
         return [
             ItemSample(key, tname, n, site, user, sizes[(tname, site, user)] // max(n, 1))
             for (tname, site, user), n in groups.most_common()

@@ -12,8 +12,12 @@ The walk calls no user code: no ``getattr`` on instances (which could run
 
 from __future__ import annotations
 
+import functools
+import gc
+import os
 import sys
 import sysconfig
+import threading
 import time
 import types as _types
 from collections import deque
@@ -27,12 +31,15 @@ _STDLIB_DIRS = tuple(
 )
 _SKIP_TYPES: tuple[type, ...] = (
     type(None), bool, int, float, complex, str, bytes, bytearray, memoryview, range,
-    _types.ModuleType, _types.FunctionType, _types.BuiltinFunctionType, _types.MethodType,
+    _types.ModuleType, _types.BuiltinFunctionType, _types.MethodType,
     _types.CodeType, _types.FrameType, _types.TracebackType, _types.GetSetDescriptorType,
     _types.MemberDescriptorType, _types.WrapperDescriptorType, _types.MethodWrapperType,
     property, staticmethod, classmethod, frozenset,
 )
 _FANOUT = 64
+_LRU = functools._lru_cache_wrapper
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_STACK_DEPTH = 40
 
 
 def _module_rank(mod: Any) -> int:
@@ -91,10 +98,39 @@ class Found:
         self.objects.clear()
 
 
+def _lru_cache_dict(wrapper: Any) -> Any:
+    """The cache dict inside an ``lru_cache`` wrapper (a C object): the dict among its
+    referents that is not its ``__dict__``."""
+    try:
+        own = object.__getattribute__(wrapper, "__dict__")
+    except Exception:
+        own = None
+    for ref in gc.get_referents(wrapper):
+        if type(ref) is dict and ref is not own:
+            return ref
+    return None
+
+
 def _children(obj: Any, info_cache: dict[type, _TypeInfo]) -> list[tuple[str, Any, Any]]:
     t = type(obj)
     skip = _SKIP_TYPES
     out: list[tuple[str, Any, Any]] = []
+    if t is _types.FunctionType:
+        cells = obj.__closure__
+        if cells:
+            for name, cell in zip(obj.__code__.co_freevars, cells, strict=False):
+                try:
+                    v = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+                if type(v) not in skip:
+                    out.append(("c", name, v))
+        return out
+    if t is _LRU:
+        cache = _lru_cache_dict(obj)
+        if cache is not None:
+            out.append(("l", None, cache))
+        return out
     if issubclass(t, dict):
         for k, v in dict.items(obj):
             if type(v) not in skip:
@@ -152,6 +188,14 @@ def _text(steps: list[Step], stem: str) -> str:
             out.append("." + key)
         elif kind == "k":
             out.append(key_part(key))
+        elif kind == "c":
+            out.append(f".<closure>.{key}")
+        elif kind == "l":
+            out.append(".<lru_cache>")
+        elif kind == "t":
+            out.append(f"<thread {key}>")
+        elif kind in ("f", "v"):
+            out.append(f".{key}")
         else:
             out.append(f"[{key}]")
     return "".join(out)
@@ -210,12 +254,14 @@ def discover(
 
     # One group at a time (the user's code, then installed packages, then the stdlib),
     # breadth-first inside each: the time box is spent where leaks usually are.
-    groups: dict[int, list[tuple[str, Any]]] = {}
+    groups: dict[float, list[tuple[str, Any]]] = {0.5: []}  # 0.5: thread stacks
     for rank, name, mod in ranked:
         groups.setdefault(max(rank, 0), []).append((name, mod))
     try:
-        for rank in sorted(groups):
-            for name, mod in groups[rank]:
+        for group in sorted(groups):
+            if group == 0.5:
+                _enqueue_stacks(queue, parent, kinds, keys)
+            for name, mod in groups[group]:
                 enqueue_module(name, mod)
             if not _walk(queue, found, visited, parent, kinds, keys, info_cache, deadline,
                          floor, max_nodes, max_depth, skip_prefix, stem):
@@ -224,6 +270,54 @@ def discover(
         queue.clear()
         keys.clear()
     return found
+
+
+def _thread_names() -> dict[int, str]:
+    names: dict[int, str] = {}
+    for ident, thread in list(threading._active.items()):  # type: ignore[attr-defined]
+        try:
+            name = object.__getattribute__(thread, "__dict__").get("_name")
+        except Exception:
+            name = None
+        names[ident] = name if isinstance(name, str) else str(ident)
+    return names
+
+
+def _enqueue_stacks(queue: deque[tuple[Any, int, int]], parent: list[int], kinds: list[str],
+                    keys: list[Any]) -> None:
+    """Roots for what only a thread's stack holds: ``<thread NAME>.function.local``."""
+    me = threading.get_ident()
+    names = _thread_names()
+    for ident, frame in sys._current_frames().items():
+        if ident == me:
+            continue
+        root = len(parent)
+        parent.append(-1)
+        kinds.append("t")
+        keys.append(names.get(ident, str(ident)))
+        depth = 0
+        f: Any = frame
+        while f is not None and depth < _STACK_DEPTH:
+            code = f.f_code
+            if not code.co_filename.startswith(_PKG_DIR) and code.co_name != "<module>":
+                try:
+                    local_items = list(f.f_locals.items())
+                except Exception:
+                    local_items = []
+                fnode = len(parent)
+                parent.append(root)
+                kinds.append("f")
+                keys.append(code.co_name)
+                for name, v in local_items:
+                    if type(v) in _SKIP_TYPES or not isinstance(name, str):
+                        continue
+                    parent.append(fnode)
+                    kinds.append("v")
+                    keys.append(name)
+                    queue.append((v, len(parent) - 1, 2))
+            f = f.f_back
+            depth += 1
+        del f
 
 
 def _walk(
@@ -248,7 +342,7 @@ def _walk(
         resolvable = True
         while node >= 0:
             k = keys[node]
-            if kinds[node] == "k" and type(k) not in (str, int):
+            if kinds[node] in ("t", "f", "v") or (kinds[node] == "k" and type(k) not in (str, int)):
                 resolvable = False
             out.append((kinds[node], k))
             node = parent[node]
@@ -301,6 +395,10 @@ def resolve(steps: tuple[Step, ...]) -> Any:
             if not issubclass(type(obj), dict):
                 return None
             obj = dict.get(obj, key)
+        elif kind == "c":
+            obj = _cell(obj, key)
+        elif kind == "l":
+            obj = _lru_cache_dict(obj) if type(obj) is _LRU else None
         elif kind == "i":
             t = type(obj)
             if issubclass(t, list) and key < list.__len__(obj):
@@ -312,6 +410,15 @@ def resolve(steps: tuple[Step, ...]) -> Any:
         if obj is None:
             return None
     return obj
+
+
+def _cell(fn: Any, name: str) -> Any:
+    if type(fn) is not _types.FunctionType or not fn.__closure__:
+        return None
+    try:
+        return fn.__closure__[fn.__code__.co_freevars.index(name)].cell_contents
+    except (ValueError, IndexError):
+        return None
 
 
 def _attr(obj: Any, name: str) -> Any:

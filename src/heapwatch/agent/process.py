@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import tempfile
 import tracemalloc
 
 from heapwatch.model import ProcessStat
@@ -39,6 +40,38 @@ def _proc_children() -> int | None:
         return None
 
 
+def _fds_and_sockets() -> tuple[int | None, int | None]:
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None, None
+    sockets = 0
+    for name in names:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                sockets += 1
+        except OSError:
+            pass
+    return len(names), sockets
+
+
+_TMP_LIMIT = 20_000
+
+
+def _tmp_files() -> int | None:
+    """Entries in the process's temp directory (None when it is too big to count cheaply)."""
+    try:
+        n = 0
+        with os.scandir(tempfile.gettempdir()) as it:
+            for _ in it:
+                n += 1
+                if n > _TMP_LIMIT:
+                    return None
+        return n
+    except OSError:
+        return None
+
+
 def _psutil_figures() -> tuple[int, int | None, int | None, int | None]:
     try:
         import psutil  # type: ignore[import-untyped]  # only if the target has it itself
@@ -52,14 +85,12 @@ def _psutil_figures() -> tuple[int, int | None, int | None, int | None]:
 def process_stat(gc_objects: int | None = None) -> ProcessStat:
     if _HAVE_PROC:
         rss = _proc_rss()
-        try:
-            fds: int | None = len(os.listdir("/proc/self/fd"))
-        except OSError:
-            fds = None
+        fds, sockets = _fds_and_sockets()
         threads = _proc_threads()
         children = _proc_children()
     else:
         rss, fds, threads, children = _psutil_figures()
+        sockets = None
     tracing = tracemalloc.is_tracing()
     current, peak = tracemalloc.get_traced_memory() if tracing else (None, None)
     return ProcessStat(
@@ -73,4 +104,7 @@ def process_stat(gc_objects: int | None = None) -> ProcessStat:
         traced_current=current,
         traced_peak=peak,
         tracemalloc_overhead=tracemalloc.get_tracemalloc_memory() if tracing else None,
+        sockets=sockets,
+        tmp_files=_tmp_files(),
+        gc_garbage=len(gc.garbage),
     )

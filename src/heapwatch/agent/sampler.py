@@ -37,8 +37,10 @@ class AgentConfig:
 
     store: str
     interval: float = 5.0
-    trace: str = "on"
+    trace: str = "auto"
     trace_depth: int = 1
+    trace_window: int = 3
+    trace_cooldown: int = 10
     floor: int = 100
     control: str | None = None
     top_sites: int = 300
@@ -96,7 +98,18 @@ class Agent:
         self._history: dict[str, deque[int]] = {}
         self._seen: dict[str, int] = {}
         self._known: dict[str, tuple[paths.Step, ...]] = {}
-        self._own_ids: set[int] = {id(self._history), id(self._seen), id(self._known)}
+        # Paths that cannot be followed again (thread stacks, hidden keys), by id and type;
+        # checked against the census at every snapshot, dropped when the id disappears.
+        self._id_paths: dict[int, tuple[str, type]] = {}
+        self._type_hist: dict[str, deque[int]] = {}
+        self._rss_hist: deque[int] = deque(maxlen=6)
+        self._sited: set[str] = set()  # suspects whose item sites are already known
+        self._window_left = 0
+        self._cooldown = 0
+        self._walk_due = False
+        self.traced_snapshots = 0
+        self._own_ids: set[int] = {id(self._history), id(self._seen), id(self._known),
+                                   id(self._type_hist), id(self._sited)}
         self._stop_requested = False
         self._stopped = False
         self._started_tracemalloc = False
@@ -112,7 +125,8 @@ class Agent:
         cfg = self.config
         self._writer = Writer(cfg.store, meta={"run": cfg.run_meta} if cfg.run_meta else None)
         preexisting = tracemalloc.is_tracing()
-        if cfg.trace == "on" and cfg.trace_depth > 0 and not preexisting:
+        self._mode = "on" if preexisting and cfg.trace == "auto" else cfg.trace
+        if self._mode == "on" and cfg.trace_depth > 0 and not preexisting:
             tracemalloc.start(cfg.trace_depth)
             self._started_tracemalloc = True
         self._wake_r, self._wake_w = os.pipe()
@@ -130,8 +144,8 @@ class Agent:
                     "started": _now_iso(),
                     "t": time.time(),
                     "interval_s": cfg.interval,
-                    "trace": cfg.trace,
-                    "trace_depth": cfg.trace_depth if cfg.trace == "on" else 0,
+                    "trace": self._mode,
+                    "trace_depth": cfg.trace_depth if self._mode != "off" else 0,
                     "tracemalloc_preexisting": preexisting,
                     "control": cfg.control,
                     "main": naming.main_stem(),
@@ -340,11 +354,12 @@ class Agent:
         wall, mono = time.time(), time.monotonic()
         stem = naming.main_stem()
         tracing = tracemalloc.is_tracing()
-
+        closing = self._mode == "auto" and tracing and self._window_left <= 1
+        raw: list[Any] = []
         site_stats: dict[str, tuple[int, int]] = {}
-        if tracing and cfg.trace == "on":
+        if tracing:
             try:
-                site_stats, _ = sites.traced_sites(cfg.top_sites)
+                raw = sites.take_raw()
             except Exception as exc:
                 errors.append(_describe_error("sites", exc))
 
@@ -354,6 +369,7 @@ class Agent:
         containers: list[ContainerStat] = []
         samples: list[ItemSample] = []
         gc_objects: int | None = None
+        types_by_name: dict[str, type] = {}
         try:
             try:
                 res = census.take_census(cfg.floor, self._own_ids, keep)
@@ -361,23 +377,35 @@ class Agent:
                 for t, n in res.type_counts.items():
                     name = naming.type_name(t, stem)
                     type_counts[name] = type_counts.get(name, 0) + n
+                    types_by_name[name] = t
                 big = res.big
                 del res
             except Exception as exc:
                 errors.append(_describe_error("census", exc))
                 big = []
             named: dict[int, str] = {}
-            if self._seq < 3 or reason == "stop" or self._seq % max(1, cfg.discover_every) == 0:
+            if self._seq % max(1, cfg.discover_every) == 0:
+                self._walk_due = True
+            # The walk allocates a lot: under tracing it costs ~10x, so it waits for the
+            # end of a tracing window (trace on: it runs anyway).
+            if self._seq < 3 or reason == "stop" or (
+                self._walk_due and (not tracing or self._mode == "on")
+            ):
+                self._walk_due = False
                 try:
                     found = paths.discover(cfg.floor, cfg.discover_budget_s, cfg.discover_nodes)
                     if not found.complete:
                         errors.append(f"paths: walk cut after {found.nodes} objects")
                     for oid, path in found.paths.items():
                         named[oid] = path
-                        keep[oid] = found.objects[oid]
+                        obj = found.objects[oid]
+                        keep[oid] = obj
                         steps = found.steps.get(oid)
                         if steps is not None:
                             self._known[path] = steps
+                        else:
+                            self._id_paths[oid] = (path, type(obj))
+                    obj = None
                 except Exception as exc:
                     errors.append(_describe_error("paths", exc))
             try:
@@ -385,6 +413,12 @@ class Agent:
             except Exception as exc:
                 errors.append(_describe_error("paths", exc))
             seen_ids: set[int] = set()
+            big_ids = {oid: t for oid, t, _ in big}
+            for oid, (path, t) in list(self._id_paths.items()):
+                if big_ids.get(oid) is not t:
+                    del self._id_paths[oid]
+                elif oid not in named:
+                    named[oid] = path
             for oid, t, n in big:
                 seen_ids.add(oid)
                 known = named.get(oid)
@@ -401,27 +435,109 @@ class Agent:
                     )
             containers.sort(key=ContainerStat._sort_key)
             del containers[cfg.max_containers :]
+            suspects: list[str] = []
             try:
-                samples = self._sample_suspects(containers, keep, named, stem, tracing)
+                samples, suspects = self._sample_suspects(containers, keep, named, stem, tracing)
+            except Exception as exc:
+                errors.append(_describe_error("items", exc))
+            try:
+                samples += self._type_suspects(type_counts, types_by_name, stem, tracing, suspects)
             except Exception as exc:
                 errors.append(_describe_error("items", exc))
         finally:
             keep.clear()
+            types_by_name.clear()
             if found is not None:
                 found.clear()
+        if closing:
+            self._stop_tracing()  # before aggregating: the aggregation need not be traced
+        if raw:
+            try:
+                site_stats, _ = sites.aggregate(raw, cfg.top_sites)
+            except Exception as exc:
+                errors.append(_describe_error("sites", exc))
+            raw.clear()
         try:
             proc = process.process_stat(gc_objects)
         except Exception as exc:
             errors.append(_describe_error("process", exc))
             proc = ProcessStat(rss=0)
+        self._rss_hist.append(proc.rss)
         self._seq += 1
+        if tracing:
+            self.traced_snapshots += 1
+        if self._mode == "auto" and not closing:
+            self._steer_tracing(tracing, suspects)
         return Snapshot(
             seq=self._seq, pid=self.pid, t=wall, mono=mono, reason=reason,
             duration_s=time.perf_counter() - t0, phase=self._phase,
-            traced=tracing and cfg.trace == "on", process=proc, types=type_counts,
+            traced=tracing, process=proc, types=type_counts,
             sites=site_stats, containers=tuple(containers), items=tuple(samples),
             errors=tuple(errors),
         )
+
+    # -- trace auto ---------------------------------------------------------------------------
+    def _steer_tracing(self, tracing: bool, suspects: list[str]) -> None:
+        """Open a tracing window when something new turns suspect; close it after
+        ``trace_window`` snapshots (the closing snapshot stops tracing itself)."""
+        cfg = self.config
+        if tracing:
+            self._window_left -= 1
+            return
+        if self._cooldown > 0:
+            self._cooldown -= 1
+            return
+        unsited = [k for k in suspects if k not in self._sited]
+        rss = list(self._rss_hist)
+        rss_rising = (len(rss) >= 5 and rss[-1] - rss[0] > 2 * 1024 * 1024
+                      and sum(b > a for a, b in itertools.pairwise(rss)) >= len(rss) - 2)
+        if (unsited or rss_rising) and cfg.trace_depth > 0 and not tracemalloc.is_tracing():
+            tracemalloc.start(cfg.trace_depth)
+            self._started_tracemalloc = True
+            self._window_left = max(1, cfg.trace_window)
+            self._event("trace", f"tracing on for {self._window_left} snapshots: "
+                        f"{len(unsited)} suspect(s){', RSS rising' if rss_rising else ''}")
+
+    def _stop_tracing(self) -> None:
+        if self._started_tracemalloc and tracemalloc.is_tracing():
+            tracemalloc.stop()
+        self._started_tracemalloc = False
+        self._window_left = 0
+        self._cooldown = self.config.trace_cooldown
+
+    def _type_suspects(self, counts: dict[str, int], types_by_name: dict[str, type], stem: str,
+                       tracing: bool, suspects: list[str]) -> list[ItemSample]:
+        """Types whose live count keeps rising; while tracing, where their newest
+        objects were allocated."""
+        out: list[ItemSample] = []
+        hist = self._type_hist
+        for name, n in counts.items():
+            h = hist.get(name)
+            if h is None:
+                if n < 50:
+                    continue
+                h = hist[name] = deque(maxlen=6)
+            h.append(n)
+        for name in [k for k in hist if k not in counts]:
+            del hist[name]
+        rising = []
+        for name, h in hist.items():
+            if len(h) >= 4:
+                vals = list(h)
+                ups = sum(b > a for a, b in itertools.pairwise(vals))
+                if ups >= len(vals) - 2 and vals[-1] - vals[0] >= 50:
+                    rising.append((vals[-1] - vals[0], name))
+        rising.sort(reverse=True)
+        for _, name in rising[:5]:
+            key = "type:" + name
+            suspects.append(key)
+            t = types_by_name.get(name)
+            if tracing and t is not None:
+                got = items.sample_type(name, t, self.config.sample_items, stem)
+                out.extend(got)
+                if any(s.site for s in got):
+                    self._sited.add(key)
+        return out
 
     def _resolve_known(self, named: dict[int, str], keep: dict[int, Any]) -> None:
         """Find containers named before by their path (this also follows a rebinding such as
@@ -444,7 +560,7 @@ class Agent:
         named: dict[int, str],
         stem: str,
         tracing: bool,
-    ) -> list[ItemSample]:
+    ) -> tuple[list[ItemSample], list[str]]:
         """Remember each container's recent lengths; sample the newest items of those
         that keep growing. Only keys and lengths outlive the snapshot."""
         by_key = {c.key: c for c in containers}
@@ -465,7 +581,7 @@ class Agent:
             del self._seen[key]
             self._history.pop(key, None)
         if not suspects:
-            return []
+            return [], []
         suspects.sort(reverse=True)
         ids_by_key: dict[str, int] = {}
         for oid in keep:
@@ -480,8 +596,11 @@ class Agent:
             obj = keep.get(found_id) if found_id is not None else None
             if obj is None or key not in by_key:
                 continue
-            out.extend(items.sample_items(key, obj, self.config.sample_items, stem, tracing))
-        return out
+            got = items.sample_items(key, obj, self.config.sample_items, stem, tracing)
+            if any(s.site for s in got):
+                self._sited.add(key)
+            out.extend(got)
+        return out, [key for _, key in suspects[: self.config.max_suspects]]
 
 
 # -- the one agent of this process ---------------------------------------------------------

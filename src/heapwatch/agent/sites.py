@@ -32,28 +32,29 @@ def site_label(filename: str, lineno: int) -> str:
     return f"{filename}:{lineno}"
 
 
-def traced_sites(top: int) -> tuple[dict[str, tuple[int, int]], int]:
-    """Top ``top`` allocation lines by live bytes: ``{"file:line": (blocks, bytes)}``, and the
-    total bytes traced outside heapwatch."""
+def take_raw() -> list[Any]:
+    """The raw traces, (domain, size, frames newest first, [nframe]) tuples: cheap to take
+    while tracing; aggregate them with :func:`aggregate` (after tracing stopped, if it will)."""
     snap = tracemalloc.take_snapshot()
-    # The raw tuples (domain, size, frames newest first, [nframe]): building a Trace object
-    # per block would cost more than the aggregation itself.
     raw: list[Any] = snap.traces._traces  # type: ignore[attr-defined]
-    del snap
+    return raw
+
+
+def aggregate(raw: list[Any], top: int) -> tuple[dict[str, tuple[int, int]], int]:
+    """Top ``top`` allocation lines by live bytes: ``{"file:line": (blocks, bytes)}``, and the
+    total bytes traced outside heapwatch. One pass over tuples: a Trace object per block
+    would cost more than the aggregation itself."""
     by_frame: dict[Any, list[int]] = {}
+    for trace in raw:
+        frames = trace[2]
+        frame = frames[0] if frames else ("<unknown>", 0)
+        entry = by_frame.get(frame)
+        if entry is None:
+            by_frame[frame] = [1, trace[1]]
+        else:
+            entry[0] += 1
+            entry[1] += trace[1]
     total = 0
-    try:
-        for trace in raw:
-            frames = trace[2]
-            frame = frames[0] if frames else ("<unknown>", 0)
-            entry = by_frame.get(frame)
-            if entry is None:
-                by_frame[frame] = [1, trace[1]]
-            else:
-                entry[0] += 1
-                entry[1] += trace[1]
-    finally:
-        del raw
     out: list[tuple[int, int, str]] = []
     for (filename, lineno), (count, size) in by_frame.items():
         if is_own(filename):
@@ -62,6 +63,14 @@ def traced_sites(top: int) -> tuple[dict[str, tuple[int, int]], int]:
         out.append((size, count, site_label(filename, lineno)))
     out.sort(reverse=True)
     return {label: (count, size) for size, count, label in out[:top]}, total
+
+
+def traced_sites(top: int) -> tuple[dict[str, tuple[int, int]], int]:
+    raw = take_raw()
+    try:
+        return aggregate(raw, top)
+    finally:
+        del raw
 
 
 def object_sites(obj: object) -> tuple[str | None, str | None]:

@@ -5,6 +5,7 @@ Pure functions over a loaded run: nothing here prints or needs a live process.
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 from collections import Counter
@@ -18,8 +19,17 @@ from heapwatch.model import Finding, Growth
 from heapwatch.store import RunData, open_run
 
 UNREACHABLE = "<unreachable from module globals>"
-_KIND_RANK = {"container": 0, "fds": 1, "sockets": 1, "threads": 1, "native": 2, "site": 3,
-              "type": 4}
+_KIND_RANK = {"container": 0, "fds": 1, "sockets": 1, "threads": 1, "files": 1, "processes": 1,
+              "garbage": 2, "native": 2, "site": 3, "type": 4}
+# process figure -> (finding kind, label, unit)
+_RESOURCES = (
+    ("sockets", "sockets", "open sockets", "sockets"),
+    ("fds", "fds", "open file descriptors", "fds"),
+    ("threads", "threads", "threads", "threads"),
+    ("children", "processes", "child processes", "processes"),
+    ("tmp_files", "files", "files in the temp directory", "files"),
+    ("gc_garbage", "garbage", "uncollectable objects in gc.garbage", "objects"),
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,9 @@ class AnalysisParams:
     rss_min_per_hour: float = 64 * 1024 * 1024
     fds_min_growth: float = 10
     threads_min_growth: float = 5
+    files_min_growth: float = 10
+    processes_min_growth: float = 3
+    garbage_min_growth: float = 20
     max_findings: int = 25
 
 
@@ -138,9 +151,10 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
     if n:
         if source == "agent":
             findings += _container_findings(ser, params, cwd)
-            findings += _type_findings(ser, params, findings)
+            findings += _type_findings(ser, params, findings, cwd)
             findings += _site_findings(ser, params, findings, cwd)
         findings += _process_findings(ser, params, source)
+        findings = _link_resources(findings)
     findings.sort(key=lambda f: (f.sort_key()[0], _KIND_RANK.get(f.kind, 9), -f.score))
     findings = [replace(f, id=f"F{i}") for i, f in enumerate(findings[: params.max_findings], 1)]
 
@@ -242,7 +256,8 @@ def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None) ->
     return out
 
 
-def _type_findings(ser: Series, params: AnalysisParams, found: list[Finding]) -> list[Finding]:
+def _type_findings(ser: Series, params: AnalysisParams, found: list[Finding], cwd: str | None
+                   ) -> list[Finding]:
     out: list[Finding] = []
     tp = _params(params.trend, params.type_min_growth, params.type_min_per_hour)
     snaps = ser.snapshots
@@ -259,13 +274,22 @@ def _type_findings(ser: Series, params: AnalysisParams, found: list[Finding]) ->
             continue
         if name in held:
             continue  # the container finding that holds them already says so
+        samples = ser.items.get("type:" + name, Counter())
+        sited = [(k, n) for k, n in samples.most_common() if k[1]]
+        site = short_site(sited[0][0][1], cwd) if sited else None
+        user_site = short_site(sited[0][0][2], cwd) if sited else None
+        per_obj = ser.item_bytes.get("type:" + name, 0)
         out.append(Finding(
             id="", kind="type", severity=_severity(tr),
             title=f"{name} objects accumulate: {_rate(tr.per_hour, 'objects')}",
             growth=_growth(tr, "objects"), confidence=tr.confidence,
             evidence=f"Live {name} objects went from {tr.first:.0f} to {tr.last:.0f}; "
-                     f"{tr.reason}. No growing container holding them was found.",
-            type=name, series_key=name, score=tr.per_hour * 64 * tr.confidence,
+                     f"{tr.reason}." + (f" The newest were allocated at {site}." if site else "")
+                     + " No growing container holding them was found from module globals or "
+                       "thread stacks.",
+            type=name, site=site, user_site=user_site, series_key=name,
+            bytes=int(per_obj * tr.growth) if per_obj else None,
+            score=tr.per_hour * max(per_obj, 64) * tr.confidence,
         ))
     return out
 
@@ -312,53 +336,93 @@ def _process_findings(ser: Series, params: AnalysisParams, source: str) -> list[
         tr = assess(xs, [float(v or 0) for v in rss], tp)
         if tr.growing:
             out.extend(_native(ser, tr, source))
-    for name, kind, floor, unit in (("fds", "fds", params.fds_min_growth, "fds"),
-                                    ("threads", "threads", params.threads_min_growth, "threads")):
-        vals = ser.figure(name)
-        if len(vals) < 3 or any(v is None for v in vals):
+    floors = {"sockets": params.fds_min_growth, "fds": params.fds_min_growth,
+              "threads": params.threads_min_growth, "processes": params.processes_min_growth,
+              "files": params.files_min_growth, "garbage": params.garbage_min_growth}
+    for figure, kind, label, unit in _RESOURCES:
+        vals = ser.figure(figure)
+        points = [(x, v) for x, v in zip(xs, vals, strict=False) if v is not None]
+        if len(points) < 3:
             continue
-        tr = assess(xs, [float(v or 0) for v in vals], _params(params.trend, floor, floor))
+        floor = floors[kind]
+        tr = assess([p[0] for p in points], [p[1] for p in points],
+                    _params(params.trend, floor, floor))
         if not tr.growing:
             continue
-        label = "open file descriptors" if kind == "fds" else "threads"
+        if kind == "fds" and any(f.kind == "sockets" for f in out):
+            continue  # the sockets finding says it better
         out.append(Finding(
             id="", kind=kind, severity=_severity(tr),
             title=f"{label} keep growing: {_rate(tr.per_hour, unit)}",
             growth=_growth(tr, unit), confidence=tr.confidence,
             evidence=f"The process went from {tr.first:.0f} to {tr.last:.0f} {label}; "
                      f"{tr.reason}.",
-            series_key=name, score=tr.per_hour * 4096 * tr.confidence,
+            series_key=figure, score=tr.per_hour * 4096 * tr.confidence,
         ))
     return out
 
 
-def _native(ser: Series, tr: Trend, source: str) -> list[Finding]:
-    """RSS growth the Python heap does not explain. The heap estimate is the traced
-    memory when tracing, else allocated blocks times their mean size at the start."""
+def _link_resources(findings: list[Finding]) -> list[Finding]:
+    """A growing resource and a container growing at the same time are usually one leak:
+    say which container holds the Python side."""
+    holders = [f for f in findings if f.kind == "container" and f.severity != "low"]
+    if not holders:
+        return findings
+    out = []
+    for f in findings:
+        if f.kind in ("sockets", "fds", "threads", "processes") and holders:
+            h = holders[0]
+            f = replace(f, path=h.path, evidence=f"{f.evidence} The Python side is probably "
+                        f"held by {h.path} ({h.type} of {h.items[0]['type'] if h.items else '?'}"
+                        f"), which grows at the same time.")
+        out.append(f)
+    return out
+
+
+def _heap_share(ser: Series) -> float | None:
+    """Of the RSS growth seen while tracing, the share the traced Python heap explains
+    (traced memory plus tracemalloc's own). None when nothing was traced while RSS grew."""
+    d_rss = d_heap = 0
     snaps = ser.snapshots
-    start = warmup_cut(len(snaps), DEFAULT)
-    a, b = snaps[start].process, snaps[-1].process
-    rss_growth = b.rss - a.rss
-    if source != "agent":
-        heap_growth = None
-    elif a.traced_current is not None and b.traced_current is not None:
-        heap_growth = (b.traced_current - a.traced_current) + (
-            (b.tracemalloc_overhead or 0) - (a.tracemalloc_overhead or 0))
-    elif a.allocated_blocks and b.allocated_blocks:
-        heap_growth = (b.allocated_blocks - a.allocated_blocks) * 64
+    for a, b in itertools.pairwise(snaps):
+        pa, pb = a.process, b.process
+        if not (a.traced and b.traced) or pa.traced_current is None or pb.traced_current is None:
+            continue
+        d_rss += pb.rss - pa.rss
+        d_heap += (pb.traced_current - pa.traced_current) + (
+            (pb.tracemalloc_overhead or 0) - (pa.tracemalloc_overhead or 0))
+    if d_rss <= 256 * 1024:
+        return None
+    return max(0.0, d_heap / d_rss)
+
+
+def _native(ser: Series, tr: Trend, source: str) -> list[Finding]:
+    """RSS growth the Python heap does not explain. The heap's share is measured over the
+    snapshots taken while tracing (tracemalloc counts every Python allocation, big buffers
+    too); without tracing, live allocator blocks are only a hint, so the finding is low."""
+    share = _heap_share(ser) if source == "agent" else None
+    if share is not None:
+        if share >= 0.5:
+            return []
+        explained = f"the traced Python heap explains {share:.0%} of the RSS growth while traced"
+        severity = _severity(tr)
     else:
-        heap_growth = None
-    if heap_growth is not None and heap_growth >= 0.5 * rss_growth:
-        return []
-    explained = (f"the Python heap grew {_bytes(heap_growth)}" if heap_growth is not None
-                 else "no Python heap figures were recorded")
-    severity = _severity(tr) if heap_growth is not None else "low"
+        snaps = ser.snapshots
+        a, b = snaps[warmup_cut(len(snaps), DEFAULT)].process, snaps[-1].process
+        if source == "agent" and a.allocated_blocks and b.allocated_blocks:
+            blocks = b.allocated_blocks - a.allocated_blocks
+            if blocks * 256 >= 0.5 * (b.rss - a.rss):
+                return []  # plausibly the Python heap: with no traced window, no claim
+            explained = f"live Python allocator blocks grew by only {blocks:+,}"
+        else:
+            explained = "no Python heap figures were recorded"
+        severity = "low"
     return [Finding(
         id="", kind="native", severity=severity,
         title=f"RSS grows outside the Python heap: {_rate(tr.per_hour, 'bytes')}",
         growth=_growth(tr, "bytes"), confidence=tr.confidence,
         evidence=f"RSS went from {_bytes(tr.first)} to {_bytes(tr.last)} ({tr.reason}) while "
-                 f"{explained}. Native memory (C extensions, allocator) is growing; "
-                 f"`memray run --native` shows the C stacks.",
-        bytes=int(rss_growth), series_key="rss", score=tr.per_hour * tr.confidence,
+                 f"{explained}. Native memory (C extensions, ctypes, the allocator) is growing;"
+                 f" `memray run --native` shows the C stacks that allocate it.",
+        bytes=int(tr.growth), series_key="rss", score=tr.per_hour * tr.confidence,
     )]
