@@ -16,7 +16,8 @@ everything else is measured on the very same objects.
 
 Run::
 
-    python bench/snapshot_pause.py                 # 100k, 1M, 3M; 5 repeats
+    python bench/snapshot_pause.py                 # 100k, 1M, 3M; 5 repeats; traced up to 1M
+    python bench/snapshot_pause.py --traced-max 3M # also the traced snapshot at 3M (~3 min more)
     python bench/snapshot_pause.py --quick         # 100k only, 3 repeats (smoke run)
     python bench/snapshot_pause.py --sizes 100k,1M --repeat 7 --traced-max 1M
     python bench/snapshot_pause.py --profile       # also cProfile one snapshot per size
@@ -28,9 +29,12 @@ import argparse
 import cProfile
 import gc
 import io
+import itertools
+import json
 import os
 import platform
 import pstats
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -82,7 +86,7 @@ def _add_units(heap: dict[str, Any], start: int, count: int) -> None:
     orders: dict[int, Order] = heap["orders"]
     log: list[tuple[float, int, Order]] = heap["log"]
     sessions: dict[str, dict[str, Any]] = heap["sessions"]
-    stats: list[dict[str, int]] = heap["stats"]
+    stats: list[dict[str, Any]] = heap["stats"]
     for i in range(start, start + count):
         cid = i // 8
         c = customers.get(cid)
@@ -150,17 +154,50 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
     return out
 
 
-def agent_snapshots(store_dir: str, trace: str, n: int) -> tuple[Row, Row | None, Row | None]:
+_STORE_SEQ = itertools.count()  # one store file per agent
+
+
+def store_errors(path: str) -> str:
+    """The errors the agent recorded in its snapshots (e.g. an owner-path walk cut by its
+    time box), summarised."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT errors FROM snapshots").fetchall()
+    finally:
+        conn.close()
+    kinds: Counter[str] = Counter()
+    for (text,) in rows:
+        for err in json.loads(text) if text else []:
+            kinds[err.split(" after ")[0]] += 1
+    if not kinds:
+        return ""
+    return ", ".join(f"'{k}' in {v} of {len(rows)} snapshots" for k, v in kinds.items())
+
+
+def wait_first(agent: Agent) -> None:
+    """Until the thread's first snapshot and the warm-up are both done (they share a lock,
+    in either order): neither may fall into a timed call."""
+    while len(agent.pauses) < 2:
+        time.sleep(0.005)
+
+
+def agent_snapshots(
+    store_dir: str, trace: str, n: int
+) -> tuple[Row, Row | None, Row | None]:
     """Start an agent (its thread takes a first snapshot), warm up once, time ``n`` snapshots.
 
     Returns all snapshots, and those with and without the owner-path walk (run on the
     first three snapshots and then every ``discover_every``-th).
     """
-    cfg = AgentConfig(store=os.path.join(store_dir, f"run-{trace}.sqlite"), interval=3600, trace=trace)
+    cfg = AgentConfig(
+        store=os.path.join(store_dir, f"run-{next(_STORE_SEQ)}-{trace}.sqlite"),
+        interval=3600, trace=trace,
+    )
     agent = Agent(cfg)
     agent.start()
     try:
-        agent.snapshot()  # waits for the thread's first snapshot (same lock), then warms up
+        agent.snapshot()  # warm-up
+        wait_first(agent)
         gc.collect()
         times: list[float] = []
         walk: list[bool] = []
@@ -173,10 +210,11 @@ def agent_snapshots(store_dir: str, trace: str, n: int) -> tuple[Row, Row | None
     finally:
         agent.stop()
     label = f"heapwatch snapshot (trace {trace})"
-    with_w = [t for t, w in zip(times, walk) if w]
-    without = [t for t, w in zip(times, walk) if not w]
+    errs = store_errors(cfg.store)
+    with_w = [t for t, w in zip(times, walk, strict=True) if w]
+    without = [t for t, w in zip(times, walk, strict=True) if not w]
     return (
-        Row(label, times),
+        Row(label, times, f"agent recorded: {errs}" if errs else ""),
         Row("  of which with owner-path walk", with_w) if with_w else None,
         Row("  of which without the walk", without) if without else None,
     )
@@ -194,7 +232,7 @@ def lazy_imports() -> None:
     """objgraph and pympler are imported only when the script runs (before the first heap
     is built, so they do not change the object counts between sizes)."""
     try:
-        import objgraph
+        import objgraph  # type: ignore[import-untyped]
 
         _LAZY["objgraph"] = objgraph
     except ImportError:
@@ -234,12 +272,14 @@ def pympler_runs(size: int, repeat: int) -> int:
 
 def profile_snapshot(store_dir: str, trace: str, top: int = 12) -> str:
     cfg = AgentConfig(
-        store=os.path.join(store_dir, f"profile-{trace}.sqlite"), interval=3600, trace=trace
+        store=os.path.join(store_dir, f"profile-{next(_STORE_SEQ)}-{trace}.sqlite"),
+        interval=3600, trace=trace,
     )
     agent = Agent(cfg)
     agent.start()
     try:
         agent.snapshot()
+        wait_first(agent)
         gc.collect()
         prof = cProfile.Profile()
         prof.enable()
@@ -281,10 +321,11 @@ def print_table(rows: list[Row], ref_ms: float) -> None:
         if r.label.startswith("heapwatch snapshot (trace off)"):
             vs = "(reference)"
         note = f"  {r.note}" if r.note else ""
-        print(
+        line = (
             f"  {r.label:{width}}{len(r.times):>3}  {r.median_ms:>7.1f} ms  {r.max_ms:>7.1f} ms"
             f"  {vs}{note}"
         )
+        print(line.rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100k,1M,3M", help="heap sizes (gc-tracked objects)")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per tool (heapwatch: at least 5)")
     ap.add_argument(
-        "--traced-max", default="3M",
-        help="largest heap on which the traced snapshot is measured (0: never)",
+        "--traced-max", default="1M",
+        help="largest heap on which the traced snapshot is measured (0: never); 3M adds ~3 min",
     )
     ap.add_argument("--quick", action="store_true", help="100k only, 3 repeats (smoke run)")
     ap.add_argument("--profile", action="store_true", help="cProfile one snapshot per size")
@@ -323,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "note: traced variant NOT measured for "
             + ", ".join(fmt_size(s) for s in skipped_traced)
-            + " (building that heap with tracemalloc on, and each traced snapshot, take too long"
-            " for this run's time budget; raise --traced-max to include it)"
+            + ": at 3M one traced snapshot takes ~20 s and a measurement needs 8 of them"
+            " (the agent's first, a warm-up, 5 timed, the final one), ~3 min more on 2 cores;"
+            " pass --traced-max 3M to include it"
         )
     for name, mod in (("objgraph", "objgraph"), ("pympler", "muppy")):
         if mod not in _LAZY:
@@ -354,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{tracemalloc.get_tracemalloc_memory() / 2**20:,.0f} MiB"
                     )
                     t_on, t_on_w, t_on_nw = agent_snapshots(tmp, "on", hw_repeat)
+                    d_on = Row("paths.discover(100, 10.0, 10**9) alone, traced",
+                               timed(discover_alone, repeat))
                     if args.profile:
                         extra.append("cProfile of one traced snapshot (with walk), by tottime:")
                         extra.append(profile_snapshot(tmp, "on"))
@@ -374,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                 del found
                 rows.append(r)
                 byname["discover"] = r
+                if measured_traced:
+                    rows.append(d_on)
                 if args.profile:
                     extra.append("cProfile of one untraced snapshot (with walk), by tottime:")
                     extra.append(profile_snapshot(tmp, "off"))
@@ -415,8 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     for label, count, byname in summary:
         cells = []
         for key, _ in cols:
-            r = byname.get(key)
-            cells.append(f"  {'-':>17}" if r is None else f"  {f'{r.median_ms:.1f} ({r.max_ms:.0f})':>17}")
+            cell = byname.get(key)
+            text = "-" if cell is None else f"{cell.median_ms:.1f} ({cell.max_ms:.0f})"
+            cells.append(f"  {text:>17}")
         print(f"  {label:>5} {count:>10,}" + "".join(cells))
     print(f"\ntotal time {time.perf_counter() - t_start:.1f} s")
     return 0

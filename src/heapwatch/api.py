@@ -27,6 +27,7 @@ from heapwatch.agent import current as _current_agent
 from heapwatch.agent.naming import main_stem
 from heapwatch.durations import parse_duration
 from heapwatch.errors import HeapwatchError
+from heapwatch.model import default_trace_depth
 from heapwatch.rundir import default_run_dir, prepare_run_dir
 from heapwatch.store import STORE_NAME
 
@@ -54,7 +55,7 @@ def start(
     out: str | None = None,
     interval: float | str = 5.0,
     trace: str = "auto",
-    trace_depth: int = 1,
+    trace_depth: int | None = None,
     **options: Any,
 ) -> str:
     """Start the agent in this process; return the run directory.
@@ -73,6 +74,8 @@ def start(
                 "or attach): use mark()/snapshot() through it, or run without the wrapper"
             )
         seconds = parse_duration(interval)
+        if trace_depth is None:
+            trace_depth = default_trace_depth(trace)
         run_dir = prepare_run_dir(out or default_run_dir(main_stem()))
         config = AgentConfig(
             store=os.path.join(run_dir, STORE_NAME),

@@ -15,6 +15,13 @@ REPORT_SCHEMA = "heapwatch.report/1"
 TRACE_MODES = ("auto", "on", "off")
 
 
+def default_trace_depth(trace: str) -> int:
+    """Frames per traced allocation when not given: ``auto`` traces only short windows, so
+    it can afford 10 frames (a stdlib allocation still names the user's line); ``on``
+    traces everything and keeps 1 (tracemalloc's cost grows with depth)."""
+    return 10 if trace == "auto" else 1
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessStat:
     """Process-level figures at one instant. ``None`` means "not measurable here"."""
@@ -126,7 +133,7 @@ class Finding:
     type: str | None = None
     path: str | None = None
     site: str | None = None
-    user_site: str | None = None
+    alloc_site: str | None = None
     items: tuple[dict[str, Any], ...] = ()
     bytes: int | None = None
     series_key: str | None = None
@@ -144,7 +151,7 @@ class Finding:
             "type": self.type,
             "path": self.path,
             "site": self.site,
-            "user_site": self.user_site,
+            "alloc_site": self.alloc_site,
             "growth": self.growth.as_dict(),
             "confidence": round(self.confidence, 3),
             "evidence": self.evidence,

@@ -258,6 +258,15 @@ class Writer:
                 finally:
                     self._conn = None
 
+    def internal_ids(self) -> set[int]:
+        """Ids of the connection's own containers (its list of cursor weakrefs), which the
+        agent must not count as the target's."""
+        import gc
+
+        if self._conn is None:
+            return set()
+        return {id(r) for r in gc.get_referents(self._conn) if isinstance(r, (list, dict))}
+
     def abandon(self) -> None:
         """Forget the connection without touching it (after fork: it belongs to the parent)."""
         self._conn = None

@@ -45,7 +45,10 @@ def test_scenario(name: str, tmp_path: Any) -> None:
         return
     first = rep["findings"][0]
     assert first["kind"] == expected["kind"], summary
-    assert first["path"].endswith(expected["path_endswith"]), summary
+    if "path_endswith" in expected:
+        assert (first["path"] or "").endswith(expected["path_endswith"]), summary
+    if "site_marker" not in expected:
+        return
     site_file = os.path.join(here, expected["site_marker"])
     line = marker_line(site_file, "# LEAK-SITE")
     assert first["site"] is not None, summary

@@ -10,7 +10,7 @@ from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, Module
 from typing import Any
 
 from heapwatch.agent.naming import type_name
-from heapwatch.agent.sites import object_sites
+from heapwatch.agent.sites import is_own, object_sites
 from heapwatch.model import ItemSample
 
 _ATOMIC = (type(None), bool, int, str, bytes)
@@ -105,6 +105,8 @@ def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool) -> 
             site, user = _site_of(item) if tracing else (None, None)
             if site is None and tracing and fallback is not None:
                 site, user = _site_of(fallback)
+            if site is not None and is_own(site.rpartition(":")[0]):
+                continue  # the agent's own object (a type sample can catch one)
             g = (type_name(type(item), stem), site, user)
             groups[g] += 1
             sizes[g] += deep_size(item, tracing)

@@ -124,6 +124,7 @@ class Agent:
     def start(self) -> None:
         cfg = self.config
         self._writer = Writer(cfg.store, meta={"run": cfg.run_meta} if cfg.run_meta else None)
+        self._own_ids.update(self._writer.internal_ids())
         preexisting = tracemalloc.is_tracing()
         self._mode = "on" if preexisting and cfg.trace == "auto" else cfg.trace
         if self._mode == "on" and cfg.trace_depth > 0 and not preexisting:
@@ -357,11 +358,6 @@ class Agent:
         closing = self._mode == "auto" and tracing and self._window_left <= 1
         raw: list[Any] = []
         site_stats: dict[str, tuple[int, int]] = {}
-        if tracing:
-            try:
-                raw = sites.take_raw()
-            except Exception as exc:
-                errors.append(_describe_error("sites", exc))
 
         keep: dict[int, Any] = {}
         found: paths.Found | None = None
@@ -449,6 +445,13 @@ class Agent:
             types_by_name.clear()
             if found is not None:
                 found.clear()
+        if tracing:
+            # After the census: the raw traces are one gc-tracked tuple per block, which the
+            # census would otherwise count as the target's.
+            try:
+                raw = sites.take_raw()
+            except Exception as exc:
+                errors.append(_describe_error("sites", exc))
         if closing:
             self._stop_tracing()  # before aggregating: the aggregation need not be traced
         if raw:

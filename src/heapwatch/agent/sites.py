@@ -83,6 +83,9 @@ def object_sites(obj: object) -> tuple[str | None, str | None]:
     if not frames:
         return None, None
     newest = frames[-1]
+    for fr in frames:
+        if is_own(fr.filename):  # allocated by the agent itself
+            return site_label(fr.filename, fr.lineno), None
     site = site_label(newest.filename, newest.lineno)
     user = None
     if is_stdlib(newest.filename):

@@ -214,6 +214,23 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
     )
 
 
+_WEAK = {"weakref.ReferenceType", "weakref", "weakref.KeyedRef", "weakcallableproxy",
+         "weakproxy"}
+
+
+def _item_list(items: Counter[tuple[str, str | None, str | None]], cwd: str | None
+               ) -> list[dict[str, Any]]:
+    """Sampled items grouped by (type, site), sited ones first. ``site`` is the first frame
+    in the user's code when the allocation itself happened inside the stdlib
+    (``alloc_site``)."""
+    out: list[dict[str, Any]] = []
+    for (t, s, u), k in sorted(items.items(), key=lambda kv: (kv[0][1] is None, -kv[1])):
+        site, alloc = (u, s) if u else (s, None)
+        out.append({"type": t, "site": short_site(site, cwd),
+                    "alloc_site": short_site(alloc, cwd), "sampled": k})
+    return out[:5]
+
+
 def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None) -> list[Finding]:
     out: list[Finding] = []
     tp = _params(params.trend, params.container_min_growth, params.container_min_per_hour)
@@ -227,14 +244,12 @@ def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None) ->
         ctype = ser.container_types.get(key, "container")
         path = ser.container_paths.get(key) or UNREACHABLE
         items = ser.items.get(key, Counter())
-        item_list: list[dict[str, Any]] = [
-            {"type": t, "site": short_site(s, cwd), "user_site": short_site(u, cwd),
-             "sampled": k}
-            for (t, s, u), k in items.most_common(5)
-        ]
+        item_list = _item_list(items, cwd)
         item_type = item_list[0]["type"] if item_list else None
-        site = next((i["site"] for i in item_list if i["site"]), None)
-        user_site = next((i["user_site"] for i in item_list if i["user_site"]), None)
+        sited = next((i for i in item_list if i["site"]), None)
+        site = sited["site"] if sited else None
+        alloc_site = sited["alloc_site"] if sited else None
+        weak = item_type in _WEAK
         per_item = ser.item_bytes.get(key, 0)
         nbytes = int(per_item * tr.growth) if per_item else None
         holds = f" of {item_type}" if item_type else ""
@@ -242,15 +257,23 @@ def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None) ->
         ev = [f"{ctype} at {path} went from {tr.first:.0f} to {tr.last:.0f} items; {tr.reason}."]
         if site:
             ev.append(f"Its newest items are {item_type} allocated at {site}"
-                      + (f" (called from {user_site})" if user_site else "") + ".")
+                      + (f" (inside {alloc_site})" if alloc_site else "") + ".")
         elif items:
             ev.append(f"Its newest items are {item_type}; their allocation site was not traced.")
         if nbytes:
-            ev.append(f"About {_bytes(nbytes)} of items (shallow) gained over the window.")
+            ev.append(f"The items gained retain about {_bytes(nbytes)} (deep size of a sample,"
+                      f" scaled).")
+        severity = _severity(tr)
+        if weak:
+            # Weak references keep nothing alive: this grows because something else holds
+            # the objects (logging's _handlerList, asyncio's task set mirror a real leak).
+            severity = "low"
+            ev.append("It holds weak references, so it only mirrors objects kept alive "
+                      "elsewhere: look at the other findings.")
         out.append(Finding(
-            id="", kind="container", severity=_severity(tr), title=title,
+            id="", kind="container", severity=severity, title=title,
             growth=_growth(tr, "items"), confidence=tr.confidence, evidence=" ".join(ev),
-            type=ctype, path=path, site=site, user_site=user_site, items=tuple(item_list),
+            type=ctype, path=path, site=site, alloc_site=alloc_site, items=tuple(item_list),
             bytes=nbytes, series_key=key, score=tr.per_hour * max(per_item, 1) * tr.confidence,
         ))
     return out
@@ -275,9 +298,9 @@ def _type_findings(ser: Series, params: AnalysisParams, found: list[Finding], cw
         if name in held:
             continue  # the container finding that holds them already says so
         samples = ser.items.get("type:" + name, Counter())
-        sited = [(k, n) for k, n in samples.most_common() if k[1]]
-        site = short_site(sited[0][0][1], cwd) if sited else None
-        user_site = short_site(sited[0][0][2], cwd) if sited else None
+        sited = [i for i in _item_list(samples, cwd) if i["site"]]
+        site = sited[0]["site"] if sited else None
+        alloc_site = sited[0]["alloc_site"] if sited else None
         per_obj = ser.item_bytes.get("type:" + name, 0)
         out.append(Finding(
             id="", kind="type", severity=_severity(tr),
@@ -287,7 +310,7 @@ def _type_findings(ser: Series, params: AnalysisParams, found: list[Finding], cw
                      f"{tr.reason}." + (f" The newest were allocated at {site}." if site else "")
                      + " No growing container holding them was found from module globals or "
                        "thread stacks.",
-            type=name, site=site, user_site=user_site, series_key=name,
+            type=name, site=site, alloc_site=alloc_site, series_key=name,
             bytes=int(per_obj * tr.growth) if per_obj else None,
             score=tr.per_hour * max(per_obj, 64) * tr.confidence,
         ))

@@ -37,5 +37,5 @@ def scenario_path(name: str) -> str:
 def command(duration: float, interval: float, out: str | None, scenario: str) -> None:
     script = scenario_path(scenario)
     cmd = [sys.executable, script]
-    code = execute(cmd, out, interval, duration, "auto", 1)
+    code = execute(cmd, out, interval, duration, "auto", None)
     sys.exit(0 if code in (0, 130) else code)

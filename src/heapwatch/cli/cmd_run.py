@@ -32,9 +32,9 @@ from heapwatch.cli.options import DURATION, execute
               help="tracemalloc: auto traces only while something looks like a leak (names its "
                    "allocation line at little cost); on traces all the time (3-14x slower "
                    "allocation); off never.")
-@click.option("--trace-depth", type=click.IntRange(1, 100), default=1, show_default=True,
-              help="Frames kept per traced allocation.")
+@click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
+              help="Frames kept per traced allocation [default: 10 with auto, 1 with on].")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, out: str | None, trace: str,
-            trace_depth: int, cmd: tuple[str, ...]) -> None:
+            trace_depth: int | None, cmd: tuple[str, ...]) -> None:
     sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth))

@@ -28,7 +28,7 @@ DURATION = Duration()
 
 
 def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
-            trace: str, trace_depth: int) -> int:
+            trace: str, trace_depth: int | None) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
     import os
@@ -38,7 +38,11 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
     from heapwatch.report import summary_lines, write_reports
     from heapwatch.rundir import default_run_dir, prepare_run_dir
 
+    from heapwatch.model import default_trace_depth
+
     launch.check_command(cmd)
+    if trace_depth is None:
+        trace_depth = default_trace_depth(trace)
     stem = os.path.splitext(os.path.basename(cmd[-1] if cmd else "run"))[0]
     run_dir = prepare_run_dir(out or default_run_dir(stem))
     tty = sys.stderr.isatty()

@@ -38,7 +38,7 @@ def render_markdown(a: Analysis) -> str:
     for f in a.findings:
         out += [f"### {f.id} · {f.severity} · {_cell(f.title)}", ""]
         rows = [("kind", f.kind), ("path", f.path), ("type", f.type), ("site", f.site),
-                ("called from", f.user_site),
+                ("allocated inside", f.alloc_site),
                 ("growth", f"{f.growth.first:g} → {f.growth.last:g} {f.growth.unit}, "
                            f"{f.growth.per_hour:,.0f}/h, grew in {f.growth.grew_in}"),
                 ("confidence", f"{f.confidence:.2f}")]
