@@ -35,10 +35,9 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
 
     from heapwatch import launch
     from heapwatch.analysis import analyze_run
+    from heapwatch.model import default_trace_depth
     from heapwatch.report import summary_lines, write_reports
     from heapwatch.rundir import default_run_dir, prepare_run_dir
-
-    from heapwatch.model import default_trace_depth
 
     launch.check_command(cmd)
     if trace_depth is None:
