@@ -138,6 +138,7 @@ class Finding:
     bytes: int | None = None
     series_key: str | None = None
     score: float = 0.0
+    fit: tuple[float, float, float, float] | None = None  # slope/s, intercept, x from, x to
 
     def sort_key(self) -> tuple[int, float, str]:
         return (SEVERITY_RANK.get(self.severity, 9), -self.score, self.title)
@@ -157,5 +158,6 @@ class Finding:
             "evidence": self.evidence,
             "items": list(self.items),
             "bytes": self.bytes,
+            "series": self.series_key,
         }
         return out

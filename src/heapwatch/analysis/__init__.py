@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-from heapwatch.analysis.findings import Analysis, AnalysisParams, analyze, analyze_run
+from heapwatch.analysis.findings import (
+    Analysis,
+    AnalysisParams,
+    analyze,
+    analyze_run,
+    finding_series,
+)
 
-__all__ = ["Analysis", "AnalysisParams", "analyze", "analyze_run"]
+__all__ = ["Analysis", "AnalysisParams", "analyze", "analyze_run", "finding_series"]

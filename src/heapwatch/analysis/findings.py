@@ -14,7 +14,7 @@ from typing import Any
 
 from heapwatch.analysis import phases as _phases
 from heapwatch.analysis.series import Series, build, main_pid
-from heapwatch.analysis.trend import DEFAULT, Trend, TrendParams, assess, warmup_cut
+from heapwatch.analysis.trend import DEFAULT, Trend, TrendParams, assess, theil_sen, warmup_cut
 from heapwatch.model import Finding, Growth
 from heapwatch.store import RunData, open_run
 
@@ -66,6 +66,7 @@ class Analysis:
     agent: dict[str, Any]
     phases: dict[str, Any]
     phases_derived: bool
+    phase_comparison: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     series: Series | None = None
     data: RunData | None = None
@@ -129,6 +130,29 @@ def short_site(site: str | None, cwd: str | None) -> str | None:
     return f"{filename}:{line}"
 
 
+def finding_series(ser: Series, f: Finding) -> tuple[list[float], list[float]]:
+    """The series a finding was judged on (times in seconds from the first snapshot)."""
+    key = f.series_key or ""
+    if f.kind == "container" and key in ser.containers:
+        return ser.containers[key]
+    if f.kind == "type":
+        return ser.xs, ser.type_series(key)
+    if f.kind == "site":
+        return ser.site_series(key)
+    vals = ser.figure(key) if key else []
+    pts = [(x, v) for x, v in zip(ser.xs, vals, strict=False) if v is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _with_fit(ser: Series, f: Finding, params: AnalysisParams) -> Finding:
+    xs, ys = finding_series(ser, f)
+    start = warmup_cut(len(xs), params.trend)
+    if len(xs) - start < 3:
+        return f
+    slope, intercept = theil_sen(xs[start:], ys[start:])
+    return replace(f, fit=(slope, intercept, xs[start], xs[-1]))
+
+
 def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
     params = params or AnalysisParams()
     meta_run = run.meta.get("run") or {}
@@ -156,7 +180,8 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
         findings += _process_findings(ser, params, source)
         findings = _link_resources(findings)
     findings.sort(key=lambda f: (f.sort_key()[0], _KIND_RANK.get(f.kind, 9), -f.score))
-    findings = [replace(f, id=f"F{i}") for i, f in enumerate(findings[: params.max_findings], 1)]
+    findings = [_with_fit(ser, replace(f, id=f"F{i}"), params)
+                for i, f in enumerate(findings[: params.max_findings], 1)]
 
     start = warmup_cut(n, params.trend)
     enough = n - start >= params.trend.min_samples
@@ -178,6 +203,7 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
     errors = sorted({e for s in ser.snapshots for e in s.errors})
     duration = ser.xs[-1] if ser.xs else 0.0
     phase_info, derived = _phases.phases(ser, run.marks, start)
+    phase_cmp = _phases.comparison(phase_info)
     return Analysis(
         run_dir=os.path.dirname(os.path.abspath(run.path)),
         verdict=verdict,
@@ -208,6 +234,7 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
         },
         phases=phase_info,
         phases_derived=derived,
+        phase_comparison=phase_cmp,
         notes=notes,
         series=ser,
         data=run,

@@ -19,6 +19,7 @@ def to_dict(a: Analysis) -> dict[str, Any]:
         "findings": [f.as_dict() for f in a.findings],
         "phases": a.phases,
         "phases_derived": a.phases_derived,
+        "phase_comparison": a.phase_comparison,
         "trace": a.trace,
         "agent": a.agent,
         "notes": a.notes,
