@@ -77,8 +77,12 @@ def start(
         if trace_depth is None:
             trace_depth = default_trace_depth(trace)
         run_dir = prepare_run_dir(out or default_run_dir(main_stem()))
+        import tempfile
+
+        control = os.path.join(tempfile.mkdtemp(prefix="heapwatch-"), "agent.sock")
         config = AgentConfig(
             store=os.path.join(run_dir, STORE_NAME),
+            control=control,
             interval=seconds,
             trace=trace,
             trace_depth=trace_depth,

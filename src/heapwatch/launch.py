@@ -23,7 +23,8 @@ import heapwatch
 from heapwatch.agent.sampler import AgentConfig
 from heapwatch.api import run_meta
 from heapwatch.errors import AgentError, LaunchError
-from heapwatch.model import ProcessStat, Snapshot
+from heapwatch.model import Mark, ProcessStat, Snapshot
+from heapwatch.schedule import Phase, start_load, stop_load
 from heapwatch.store import STORE_NAME, LiveReader, Writer
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
@@ -132,8 +133,10 @@ def run(
     trace_depth: int,
     status: Callable[[str], None] | None = None,
     notice: Callable[[str], None] | None = None,
+    phases: list[Phase] | None = None,
 ) -> LaunchResult:
-    """Run ``cmd`` under the agent until it exits or ``duration`` passes."""
+    """Run ``cmd`` under the agent until it exits, ``duration`` passes, or the last of
+    ``phases`` ends (their clock starts when the agent checks in)."""
     check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
     meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
@@ -175,6 +178,31 @@ def run(
         raise Interrupted(signum)
 
     signal.signal(signal.SIGTERM, _on_term)
+    plan = list(phases or [])
+    phase_i = -1
+    phase_end = 0.0
+    load: subprocess.Popen[bytes] | None = None
+    load_env = dict(os.environ)  # heapwatch's own environment: no agent bootstrap in it
+
+    def next_phase(now: float) -> bool:
+        nonlocal phase_i, phase_end, load
+        stop_load(load)
+        load = None
+        phase_i += 1
+        if phase_i >= len(plan):
+            return False
+        ph = plan[phase_i]
+        phase_end = now + ph.seconds
+        try:
+            send_command(sock_path, f"mark {ph.name}", timeout=10.0)
+        except AgentError:  # no agent: the mark still goes into the store
+            writer.write_mark(Mark(t=time.time(), phase=ph.name, pid=proc.pid, source="schedule"))
+        if notice is not None:
+            notice(f"phase {ph.name} for {ph.seconds:g}s"
+                   + (f": {' '.join(ph.command)}" if ph.command else ""))
+        load = start_load(ph, load_env)
+        return True
+
     try:
         try:
             while True:
@@ -204,8 +232,14 @@ def run(
                 if duration is not None and now - started >= duration:
                     ended_by = "duration"
                     break
+                if plan and phase_i < 0 and (checked_in or now - started >= 10.0):
+                    next_phase(now)
+                elif plan and phase_i >= 0 and now >= phase_end and not next_phase(now):
+                    ended_by = "duration"
+                    break
         except (KeyboardInterrupt, Interrupted):
             ended_by = "interrupt"
+        stop_load(load)
         if proc.poll() is None:
             _stop_target(proc, sock_path, reader.meta("agent") is not None)
         checked_in = checked_in or reader.meta("agent") is not None

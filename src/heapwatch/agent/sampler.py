@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from heapwatch.agent import census, items, naming, paths, process, sites
+from heapwatch.agent import census, items, naming, paths, process, registry, sites
 from heapwatch.errors import AgentError
 from heapwatch.model import TRACE_MODES, ContainerStat, ItemSample, Mark, ProcessStat, Snapshot
 from heapwatch.store import Writer
@@ -154,6 +154,11 @@ class Agent:
             }
         )
         _register(self)
+        try:
+            registry.register(self.pid, {"store": cfg.store, "control": cfg.control,
+                                         "t": time.time()})
+        except Exception:
+            pass
         self._thread = threading.Thread(target=self._run, name="heapwatch-agent", daemon=True)
         self._thread.start()
 
@@ -200,6 +205,7 @@ class Agent:
                 if self._started_tracemalloc and tracemalloc.is_tracing():
                     tracemalloc.stop()
                 self._close_fds()
+                registry.unregister(self.pid)
                 _unregister(self)
 
     def _close_fds(self) -> None:
@@ -208,6 +214,9 @@ class Agent:
                 self._sock.close()
                 if self.config.control and os.path.exists(self.config.control):
                     os.unlink(self.config.control)
+                    parent = os.path.dirname(self.config.control)
+                    if os.path.basename(parent).startswith("heapwatch-"):
+                        os.rmdir(parent)  # the private directory made for it, now empty
             except OSError:
                 pass
             self._sock = None

@@ -18,6 +18,10 @@ _COMMANDS = {
     "run": "heapwatch.cli.cmd_run",
     "demo": "heapwatch.cli.cmd_demo",
     "report": "heapwatch.cli.cmd_report",
+    "mark": "heapwatch.cli.cmd_mark",
+    "stop": "heapwatch.cli.cmd_stop",
+    "diff": "heapwatch.cli.cmd_diff",
+    "ls": "heapwatch.cli.cmd_ls",
 }
 
 
@@ -42,6 +46,9 @@ def cli() -> None:
     heapwatch run -- python app.py      wrap a command and report what grows
     heapwatch demo                      run a leaking example service
     heapwatch report RUN_DIR            re-render the reports of a run
+    heapwatch diff RUN_DIR              what changed between two snapshots or phases
+    heapwatch mark RUN_DIR|PID PHASE    mark a phase in a running run
+    heapwatch ls [DIR]                  list runs with their verdicts
     """
 
 

@@ -3,6 +3,8 @@
 \b
   heapwatch run -- python app.py
   heapwatch run --interval 0.5s --duration 2m --out reports/mysvc -- python -m mysvc
+  heapwatch run --phase baseline=30s --phase load=2m:"python load.py --rps 50" \
+                --phase peak=1m:"python load.py --rps 500" -- python -m mysvc
 
 The agent starts inside the Python interpreter of the command (through a bootstrap on
 PYTHONPATH), takes a snapshot every --interval, and the run ends when the command exits,
@@ -34,7 +36,10 @@ from heapwatch.cli.options import DURATION, execute
                    "allocation); off never.")
 @click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
               help="Frames kept per traced allocation [default: 10 with auto, 1 with on].")
+@click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]",
+              help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
+                   "generator) runs during it; the command is stopped after the last one.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, out: str | None, trace: str,
-            trace_depth: int | None, cmd: tuple[str, ...]) -> None:
-    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth))
+            trace_depth: int | None, phases: tuple[str, ...], cmd: tuple[str, ...]) -> None:
+    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases))

@@ -28,17 +28,22 @@ DURATION = Duration()
 
 
 def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
-            trace: str, trace_depth: int | None) -> int:
+            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
     import os
 
     from heapwatch import launch
     from heapwatch.analysis import analyze_run
+    from heapwatch.errors import UsageError
     from heapwatch.model import default_trace_depth
     from heapwatch.report import summary_lines, write_reports
     from heapwatch.rundir import default_run_dir, prepare_run_dir
+    from heapwatch.schedule import parse_phase
 
+    phases = [parse_phase(p) for p in phase_specs]
+    if phases and duration is not None:
+        raise UsageError("use either --duration or --phase: a schedule ends after its last phase")
     launch.check_command(cmd)
     if trace_depth is None:
         trace_depth = default_trace_depth(trace)
@@ -55,7 +60,7 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
     click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
                + (f" for {format_duration(duration)}" if duration else ""), err=True)
     result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
-                        status=status if tty else None, notice=notice)
+                        status=status if tty else None, notice=notice, phases=phases)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     analysis = analyze_run(run_dir)
