@@ -19,7 +19,7 @@ KNOWN = ("baseline", "load", "peak", "after")
 
 def _p95(values: list[int]) -> int:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def figures(ser: Series, lo: int, hi: int) -> dict[str, Any]:
