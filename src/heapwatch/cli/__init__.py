@@ -7,6 +7,7 @@ one module each; a module's docstring is its --help.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 
@@ -22,18 +23,26 @@ _COMMANDS = {
     "stop": "heapwatch.cli.cmd_stop",
     "diff": "heapwatch.cli.cmd_diff",
     "ls": "heapwatch.cli.cmd_ls",
+    "attach": "heapwatch.cli.cmd_attach",
+    "soak": "heapwatch.cli.cmd_soak",
+    "history": "heapwatch.cli.cmd_history",
 }
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
+        return sorted(n for n in _COMMANDS if importlib.util.find_spec(_COMMANDS[n]) is not None)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         module = _COMMANDS.get(name)
         if module is None:
             return None
-        cmd: click.Command = importlib.import_module(module).command
+        try:
+            cmd: click.Command = importlib.import_module(module).command
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            return None  # a command not built yet
         return cmd
 
 
