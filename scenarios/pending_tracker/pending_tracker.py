@@ -39,8 +39,8 @@ class PendingTracker:
         return req_id
 
     def on_response(self, req_id: int) -> None:
-        # BUG: should be self._pending.pop(req_id, None)
-        sent_at = self._pending.get(req_id)
+        # BUG: should be self._pending.pop(req_id, None) (what --fixed does)
+        sent_at = self._pending.pop(req_id, None) if FIXED else self._pending.get(req_id)
         if sent_at is None:
             return
         latency = time.monotonic() - sent_at
@@ -50,6 +50,7 @@ class PendingTracker:
 
 
 TRACKER = PendingTracker()
+FIXED = False  # --fixed: the repaired service, for checking that a finding is gone
 
 
 class FakeBackend:
@@ -103,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="exit after this many seconds (default: run until interrupted)",
     )
+    parser.add_argument("--fixed", action="store_true", help="run the repaired version")
     args = parser.parse_args(argv)
+    global FIXED
+    FIXED = args.fixed
     try:
         run(args.duration)
     except KeyboardInterrupt:

@@ -140,6 +140,20 @@ class Finding:
     score: float = 0.0
     fit: tuple[float, float, float, float] | None = None  # slope/s, intercept, x from, x to
 
+    @property
+    def fingerprint(self) -> str:
+        """Stable across runs and code moves: kind, owner path, type and the site's file
+        (not its line), hashed."""
+        import hashlib
+
+        site_file = (self.site or "").rpartition(":")[0] or (self.site or "")
+        item = self.items[0]["type"] if self.items else ""
+        resource = self.kind in ("native", "fds", "threads", "sockets", "files", "processes",
+                                 "garbage")
+        key = (self.series_key or "") if resource else ""
+        text = "|".join((self.kind, self.path or "", self.type or "", site_file, str(item), key))
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
     def sort_key(self) -> tuple[int, float, str]:
         return (SEVERITY_RANK.get(self.severity, 9), -self.score, self.title)
 
@@ -159,5 +173,6 @@ class Finding:
             "items": list(self.items),
             "bytes": self.bytes,
             "series": self.series_key,
+            "fingerprint": self.fingerprint,
         }
         return out

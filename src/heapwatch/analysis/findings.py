@@ -68,6 +68,11 @@ class Analysis:
     phases_derived: bool
     phase_comparison: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Filled by soak: per-fingerprint status vs history, budget results, what is ignored.
+    statuses: dict[str, str] = field(default_factory=dict)
+    budgets: list[dict[str, Any]] = field(default_factory=list)
+    history: dict[str, Any] | None = None
+    ignored: set[str] = field(default_factory=set)
     series: Series | None = None
     data: RunData | None = None
 

@@ -31,13 +31,33 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
+    from heapwatch import launch
+
+    result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs)
+    finish(analysis)
+    return launch.exit_status(result)
+
+
+def finish(analysis: Any) -> dict[str, str]:
+    """Write the reports of ``analysis`` into its run directory; print the summary."""
+    from heapwatch.report import summary_lines, write_reports
+
+    paths = write_reports(analysis, analysis.run_dir)
+    for line in summary_lines(analysis, paths["json"]):
+        click.echo(line, err=True)
+    return paths
+
+
+def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
+           trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()
+           ) -> tuple[Any, Any]:
+    """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
     import os
 
     from heapwatch import launch
     from heapwatch.analysis import analyze_run
     from heapwatch.errors import UsageError
     from heapwatch.model import default_trace_depth
-    from heapwatch.report import summary_lines, write_reports
     from heapwatch.rundir import default_run_dir, prepare_run_dir
     from heapwatch.schedule import parse_phase
 
@@ -63,8 +83,4 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
                         status=status if tty else None, notice=notice, phases=phases)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
-    analysis = analyze_run(run_dir)
-    paths = write_reports(analysis, run_dir)
-    for line in summary_lines(analysis, paths["json"]):
-        click.echo(line, err=True)
-    return launch.exit_status(result)
+    return result, analyze_run(run_dir)

@@ -10,19 +10,28 @@ from heapwatch.analysis import Analysis
 from heapwatch.model import REPORT_SCHEMA
 
 
+def _finding(a: Analysis, f: Any) -> dict[str, Any]:
+    d: dict[str, Any] = f.as_dict()
+    d["status"] = a.statuses.get(f.fingerprint)
+    d["ignored"] = f.fingerprint in a.ignored
+    return d
+
+
 def to_dict(a: Analysis) -> dict[str, Any]:
     return {
         "schema": REPORT_SCHEMA,
         "verdict": a.verdict,
         "verdict_reason": a.verdict_reason,
         "run": a.run,
-        "findings": [f.as_dict() for f in a.findings],
+        "findings": [_finding(a, f) for f in a.findings],
         "phases": a.phases,
         "phases_derived": a.phases_derived,
         "phase_comparison": a.phase_comparison,
         "trace": a.trace,
         "agent": a.agent,
         "notes": a.notes,
+        "budgets": a.budgets,
+        "history": a.history,
     }
 
 
