@@ -15,7 +15,7 @@ TRACKER = os.path.join(SCENARIOS, "pending_tracker", "pending_tracker.py")
 def soak(tmp_path: Any, name: str, *args: str, script: str = TRACKER) -> Any:
     return heapwatch("soak", "--interval", "0.5", "--duration", "10s", "--min-window", "4s",
                      "--out", str(tmp_path / name), *args, "--", sys.executable, script,
-                     *([] if script != TRACKER else []), timeout=180)
+                     timeout=180)
 
 
 def test_leak_fails_with_junit_naming_the_container_then_history(tmp_path: Any) -> None:

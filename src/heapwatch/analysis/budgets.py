@@ -84,10 +84,8 @@ def parse_budget(spec: str) -> Budget:
 
 def _fmt(value: float, unit: str, rate: bool) -> str:
     if unit == "bytes":
-        text = f"{value / 1048576:.2f}MB"
-    else:
-        text = f"{value:.1f}" if rate else f"{value:.0f}"
-    return text + ("/h" if rate else "")
+        return f"{value / 1048576:.2f}MB" + ("/h" if rate else "")
+    return (f"{value:.1f}/h" if rate else f"{value:.0f}")
 
 
 def _series(a: Analysis, figure: str, lo: float, hi: float) -> tuple[list[float], list[float]]:
