@@ -52,8 +52,8 @@ class ContainerStat:
     size: int = 0
     path: str | None = None
 
-    def _sort_key(self) -> tuple[int, str]:
-        return (-self.length, self.key)
+    def _sort_key(self) -> tuple[bool, int, str]:
+        return (self.path is None, -self.length, self.key)  # named ones survive a cap
 
 
 @dataclass(frozen=True, slots=True)

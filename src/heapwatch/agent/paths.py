@@ -20,6 +20,7 @@ import sysconfig
 import threading
 import time
 import types as _types
+import weakref
 from collections import deque
 from typing import Any
 
@@ -82,6 +83,10 @@ class _TypeInfo:
 Step = tuple[str, Any]
 
 
+# What the walk may read per type, kept across walks; weak, so no class is kept alive.
+_INFO_CACHE: weakref.WeakKeyDictionary[type, _TypeInfo] = weakref.WeakKeyDictionary()
+
+
 class Found:
     """Containers found by the walk: id -> path text, steps, object. Cleared by the caller."""
 
@@ -111,7 +116,8 @@ def _lru_cache_dict(wrapper: Any) -> Any:
     return None
 
 
-def _children(obj: Any, info_cache: dict[type, _TypeInfo]) -> list[tuple[str, Any, Any]]:
+def _children(obj: Any, info_cache: weakref.WeakKeyDictionary[type, _TypeInfo]
+              ) -> list[tuple[str, Any, Any]]:
     t = type(obj)
     skip = _SKIP_TYPES
     out: list[tuple[str, Any, Any]] = []
@@ -217,7 +223,7 @@ def discover(
     deadline = time.thread_time() + budget_s  # CPU time: the GIL may be shared with a busy target
     stem = main_stem()
     visited: set[int] = set()
-    info_cache: dict[type, _TypeInfo] = {}
+    info_cache = _INFO_CACHE
     parent: list[int] = []
     kinds: list[str] = []
     keys: list[Any] = []
@@ -327,7 +333,7 @@ def _walk(
     parent: list[int],
     kinds: list[str],
     keys: list[Any],
-    info_cache: dict[type, _TypeInfo],
+    info_cache: weakref.WeakKeyDictionary[type, _TypeInfo],
     deadline: float,
     floor: int,
     max_nodes: int,

@@ -95,6 +95,8 @@ class Agent:
         self._lock = threading.RLock()
         self._seq = 0
         self._phase: str | None = None
+        self.snapshots = 0
+        self.pauses: deque[float] = deque(maxlen=10_000)
         self._history: dict[str, deque[int]] = {}
         self._seen: dict[str, int] = {}
         self._known: dict[str, tuple[paths.Step, ...]] = {}
@@ -109,7 +111,8 @@ class Agent:
         self._walk_due = False
         self.traced_snapshots = 0
         self._own_ids: set[int] = {id(self._history), id(self._seen), id(self._known),
-                                   id(self._type_hist), id(self._sited)}
+                                   id(self._type_hist), id(self._sited), id(self.pauses),
+                                   id(self._id_paths)}
         self._stop_requested = False
         self._stopped = False
         self._started_tracemalloc = False
@@ -117,8 +120,6 @@ class Agent:
         self._wake_r, self._wake_w = -1, -1
         self._sock: socket.socket | None = None
         self._interval = config.interval
-        self.snapshots = 0
-        self.pauses: list[float] = []
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
