@@ -7,18 +7,21 @@ DURATION="${1:-10m}"
 OUT="reports/nightly-$(date +%Y%m%d-%H%M%S)"
 HISTORY="${HEAPWATCH_HISTORY:-reports/soak-history.sqlite}"
 
-# A scenario service stands in for yours; its load comes from a phase command
-# (any program: here a client that pokes the service's work loop).
+# A scenario service stands in for yours (SERVICE), and LOAD_CMD for your load generator
+# (e.g. "wrk -t2 -c20 http://127.0.0.1:8080/"); it runs during the load phase only.
+SERVICE="${SERVICE:-python scenarios/throttle_map/throttle_map.py}"
+LOAD_CMD="${LOAD_CMD:-sleep 1000000}"
 set +e
+# shellcheck disable=SC2086 # SERVICE is a command line
 heapwatch soak \
-  --interval 5s \
+  --interval "${INTERVAL:-5s}" --min-window "${MIN_WINDOW:-60s}" \
   --phase "baseline=${BASELINE:-2m}" \
-  --phase "load=${DURATION}:python scenarios/pending_tracker/pending_tracker.py --duration 1e9" \
+  --phase "load=${DURATION}:${LOAD_CMD}" \
   --phase "after=${AFTER:-2m}" \
   --budget rss-growth=5MB/h --budget fds-growth=0/h --budget threads-max=64 \
   --fail-on leak,budget \
   --junit "$OUT/junit.xml" --history "$HISTORY" --out "$OUT" \
-  -- python scenarios/throttle_map/throttle_map.py
+  -- $SERVICE
 code=$?
 set -e
 echo "report: $OUT/report.html   junit: $OUT/junit.xml   exit: $code"

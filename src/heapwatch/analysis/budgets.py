@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from heapwatch.analysis.findings import Analysis
-from heapwatch.analysis.trend import theil_sen
+from heapwatch.analysis.trend import theil_sen, warmup_cut
 from heapwatch.errors import UsageError
 
 # name -> (process figure, kind, unit)
@@ -113,7 +113,11 @@ def check(a: Analysis, budgets: list[Budget], min_window: float = 60.0) -> list[
     if a.series is None or not a.series.snapshots:
         return [BudgetResult(b.name, "run", "skipped", None, b.limit, "no snapshots")
                 for b in budgets]
-    scopes: list[tuple[str, float, float]] = [("run", 0.0, a.series.xs[-1])]
+    # The run is judged after warm-up, like the trend analysis (imports and first requests
+    # are not a rate per hour).
+    xs_all = a.series.xs
+    start = xs_all[min(warmup_cut(len(xs_all)), len(xs_all) - 1)]
+    scopes: list[tuple[str, float, float]] = [("run", start, xs_all[-1])]
     scopes += [(name, p["start_s"], p["end_s"]) for name, p in a.phases.items()
                if p and name != "warmup"]
     for b in budgets:
