@@ -145,13 +145,14 @@ class Result:
     def findings(self) -> list[dict[str, Any]]:
         return [f.as_dict() for f in self.analysis.findings]
 
-    def write_report(self, directory: str | None = None, formats: tuple[str, ...] = ("json", "md")
-                     ) -> str:
-        """Write report.json (and report.md) into ``directory`` (default: the run directory);
-        return the path of report.json."""
+    def write_report(self, directory: str | None = None,
+                     formats: tuple[str, ...] = ("json", "md", "html")) -> str:
+        """Write report.json, report.md and report.html into ``directory`` (default: the run
+        directory); return the path of report.json."""
         from heapwatch.report import write_reports
 
-        return write_reports(self.analysis, directory or self.run_dir, formats)["json"]
+        return write_reports(self.analysis, directory or self.run_dir,
+                             tuple(dict.fromkeys(("json", *formats))))["json"]
 
     def __repr__(self) -> str:
         return f"<heapwatch.Result {self.verdict} findings={len(self.analysis.findings)}>"

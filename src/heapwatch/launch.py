@@ -254,7 +254,7 @@ def run(
     writer.set_meta({"launch": {"exit_code": code, "ended_by": ended_by,
                                 "checked_in": checked_in, "no_agent_reason": reason}})
     writer.close()
-    for name in ("agent-config.json",):
+    for name in ("agent-config.json", "agent.claim"):
         try:
             os.unlink(os.path.join(run_dir, name))
         except OSError:

@@ -6,7 +6,7 @@ import gc
 import sys
 from collections import Counter, deque
 from itertools import islice
-from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, ModuleType
+from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, MethodType, ModuleType
 from typing import Any
 
 from heapwatch.agent.naming import type_name
@@ -79,6 +79,14 @@ def deep_size(obj: Any, tracing: bool, limit: int = 2000) -> int:
     return total
 
 
+def _item_type(item: Any, stem: str) -> str:
+    """``bound method of mod.Handler`` for bound methods: the object a listener list keeps
+    alive is the one the method is bound to."""
+    if type(item) is MethodType:
+        return "bound method of " + type_name(type(item.__self__), stem)
+    return type_name(type(item), stem)
+
+
 def sample_items(key: str, obj: Any, k: int, stem: str, tracing: bool) -> list[ItemSample]:
     """Sample the ``k`` newest items of ``obj``; group them by (type, site)."""
     items = _newest(obj, k)
@@ -110,7 +118,7 @@ def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool) -> 
                 site, user = _site_of(fallback)
             if site is not None and is_own(site.rpartition(":")[0]):
                 continue  # the agent's own object (a type sample can catch one)
-            g = (type_name(type(item), stem), site, user)
+            g = (_item_type(item, stem), site, user)
             groups[g] += 1
             sizes[g] += deep_size(item, tracing)
         return [

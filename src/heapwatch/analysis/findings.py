@@ -320,7 +320,10 @@ def _type_findings(ser: Series, params: AnalysisParams, found: list[Finding], cw
     if len(snaps) - start < tp.min_samples:
         return out
     first, last = snaps[start].types, snaps[-1].types
-    held = {i["type"] for f in found for i in f.items[:1]}
+    item_types = [str(i["type"]) for f in found for i in f.items[:1]]
+    held = {t.removeprefix("bound method of ") for t in item_types}
+    if any(t.startswith("bound method of ") for t in item_types):
+        held.add("method")
     for name, count in last.items():
         if count - first.get(name, 0) < tp.min_growth:
             continue

@@ -34,7 +34,8 @@ def figures(ser: Series, lo: int, hi: int) -> dict[str, Any]:
     fds = [s.process.fds for s in snaps if s.process.fds is not None]
     threads = [s.process.threads for s in snaps if s.process.threads is not None]
     gc_a, gc_b = snaps[0].process.gc_collections, snaps[-1].process.gc_collections
-    slope = theil_sen(xs, [float(v) for v in rss])[0] if len(snaps) >= 3 else 0.0
+    # a rate needs enough points: on a handful of snapshots the slope is noise
+    slope = theil_sen(xs, [float(v) for v in rss])[0] if len(snaps) >= 5 else None
     return {
         "start_s": round(xs[0], 3),
         "end_s": round(xs[-1], 3),
@@ -42,7 +43,7 @@ def figures(ser: Series, lo: int, hi: int) -> dict[str, Any]:
         "rss_median": int(statistics.median(rss)),
         "rss_p95": _p95(rss),
         "rss_max": max(rss),
-        "rss_growth_per_hour": round(slope * 3600, 1),
+        "rss_growth_per_hour": None if slope is None else round(slope * 3600, 1),
         "traced_median": int(statistics.median(traced)) if traced else None,
         "objects_median": int(statistics.median(objs)) if objs else None,
         "gc_collections": [b - a for a, b in zip(gc_a, gc_b, strict=False)] if gc_a else [],

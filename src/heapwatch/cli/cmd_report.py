@@ -7,21 +7,36 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 
 @click.command("report", help=__doc__)
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "formats", default="json,md", show_default=True,
-              help="Comma-separated formats: json, md.")
+@click.option("--format", "formats", default="json,md,html", show_default=True,
+              help="Comma-separated formats: json, md, html.")
+@click.option("--open", "open_", is_flag=True, help="Open report.html in a browser.")
+@click.option("--limit", type=str, default=None,
+              help="Memory limit for the projection (e.g. 2GB); default: this cgroup's.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Where to write (default: the run directory).")
-def command(run_dir: str, formats: str, out: str | None) -> None:
+def command(run_dir: str, formats: str, out: str | None, open_: bool, limit: str | None
+            ) -> None:
     from heapwatch.analysis import analyze_run
+    from heapwatch.analysis.budgets import parse_budget
     from heapwatch.report import summary_lines, write_reports
+    from heapwatch.report.html import cgroup_memory_limit
 
+    limit_bytes = (int(parse_budget(f"rss-max={limit}").limit) if limit
+                   else cgroup_memory_limit())
     analysis = analyze_run(run_dir)
     paths = write_reports(analysis, out or analysis.run_dir,
-                          tuple(f.strip() for f in formats.split(",") if f.strip()))
+                          tuple(f.strip() for f in formats.split(",") if f.strip()),
+                          memory_limit=limit_bytes)
+    if open_ and "html" in paths:
+        import webbrowser
+
+        webbrowser.open("file://" + os.path.abspath(paths["html"]))
     for line in summary_lines(analysis, paths.get("json") or next(iter(paths.values()))):
         click.echo(line)

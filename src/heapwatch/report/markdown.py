@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from heapwatch.analysis import Analysis
 
 
@@ -13,7 +15,14 @@ def _mb(v: object) -> str:
     return f"{v / 1048576:.1f} MiB" if isinstance(v, (int, float)) else "–"
 
 
-def render_markdown(a: Analysis) -> str:
+def _chart(charts: Mapping[str, str], name: str, alt: str) -> list[str]:
+    return [f"![{alt}]({charts[name]})", ""] if name in charts else []
+
+
+def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str:
+    """``charts``: {chart name: relative path} of PNGs written beside report.md
+    (``heapwatch.report.charts.write_chart_files``); without it, no images."""
+    charts = charts or {}
     r = a.run
     out = [
         "# heapwatch report",
@@ -32,7 +41,9 @@ def render_markdown(a: Analysis) -> str:
                    f" max {a.agent['pause_max_s'] * 1000:.1f} ms")
     for note in a.notes:
         out.append(f"- note: {_cell(note)}")
-    out += ["", "## Findings", ""]
+    out.append("")
+    out += _chart(charts, "memory", "memory over the run")
+    out += ["## Findings", ""]
     if not a.findings:
         out.append("Nothing grew without bound.")
     for f in a.findings:
@@ -45,6 +56,7 @@ def render_markdown(a: Analysis) -> str:
         out += ["| | |", "|---|---|"]
         out += [f"| {k} | `{_cell(v)}` |" for k, v in rows if v]
         out += ["", _cell(f.evidence), ""]
+        out += _chart(charts, f.id, f"{f.id}: its series and trend")
         if f.items:
             out += ["| item type | allocated at | sampled |", "|---|---|---|"]
             out += [f"| `{_cell(i['type'])}` | `{_cell(i.get('site') or '–')}` | {i['sampled']} |"
@@ -59,4 +71,7 @@ def render_markdown(a: Analysis) -> str:
                        f"{_mb(p['rss_median'])} | {_mb(p['rss_max'])} | "
                        f"{p.get('objects_median') or '–'} |")
     out.append("")
+    out += _chart(charts, "phases", "RSS per phase")
+    if "growth" in charts:
+        out += ["## What grew", "", *_chart(charts, "growth", "the growing series")]
     return "\n".join(out)

@@ -1,0 +1,371 @@
+"""Charts for the HTML and Markdown reports, as PNG bytes.
+
+matplotlib is imported inside the functions, never at module import: the agent and the
+CLI's fast paths must not pay for it. The figures are drawn on a bare ``Figure`` with the
+Agg canvas rather than through ``pyplot``: no global backend is switched and no figure
+registry is kept, so writing a report from inside a user's program (``Result.write_report``
+in a notebook, say) leaves their own plotting alone.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+from heapwatch.analysis import Analysis, finding_series
+from heapwatch.errors import HeapwatchError
+from heapwatch.model import Finding
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+MIB = 1024 * 1024
+DPI = 100
+WIDE = (9.0, 3.4)  # 900 x 340 px
+
+INK = "#1f2933"
+MUTED = "#7b8794"
+GRID = "#e4e7eb"
+RSS_COLOR = "#2563eb"
+HEAP_COLOR = "#0d9488"
+FIT_COLOR = "#dc2626"
+TRACED_TICK = "#d97706"
+PHASE_COLORS = {
+    "warmup": "#9aa5b1",
+    "baseline": "#16a34a",
+    "load": "#d97706",
+    "peak": "#dc2626",
+    "after": "#2563eb",
+}
+OTHER_PHASE_COLORS = ("#7c3aed", "#0891b2", "#be185d", "#65a30d", "#ea580c")
+BAR_COLORS = ("#93c5fd", "#3b82f6", "#1e3a8a")  # median, p95, max
+
+_STYLE: dict[str, Any] = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.edgecolor": "#cbd2d9",
+    "axes.labelcolor": INK,
+    "axes.titlecolor": INK,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": GRID,
+    "grid.linewidth": 0.6,
+    "xtick.color": MUTED,
+    "ytick.color": MUTED,
+    "xtick.labelcolor": INK,
+    "ytick.labelcolor": INK,
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "savefig.facecolor": "white",
+}
+
+
+class Scale(NamedTuple):
+    """How a series' raw values are shown: divide by ``divisor``, label with ``unit``."""
+
+    divisor: float
+    unit: str
+
+
+def scale_for(unit: str, values: Sequence[float]) -> Scale:
+    """Byte series in KiB or MiB (whichever reads better); counts as they are."""
+    if unit != "bytes":
+        return Scale(1.0, unit)
+    top = max((abs(v) for v in values), default=0.0)
+    return Scale(MIB, "MiB") if top >= MIB else Scale(1024.0, "KiB")
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401  (probe only)
+    except ImportError:
+        raise HeapwatchError("the HTML report needs matplotlib: pip install matplotlib") from None
+
+
+@contextmanager
+def _figure(width: float, height: float) -> Iterator[Figure]:
+    _require_matplotlib()
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(cast(Any, _STYLE)):  # its stubs want literal keys
+        yield Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _message(ax: Axes, text: str) -> None:
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", color=MUTED, transform=ax.transAxes)
+
+
+def phase_color(name: str, index: int) -> str:
+    base = name.split("#", 1)[0]
+    return PHASE_COLORS.get(base) or OTHER_PHASE_COLORS[index % len(OTHER_PHASE_COLORS)]
+
+
+def ordered_phases(analysis: Analysis) -> list[tuple[str, dict[str, Any]]]:
+    """Phases with figures, in time order (``peak`` overlaps ``load``: it sorts after)."""
+    got = [(n, p) for n, p in analysis.phases.items() if p]
+    return sorted(got, key=lambda kv: (kv[1]["start_s"], kv[1]["end_s"]))
+
+
+def _draw_phases(ax: Axes, analysis: Analysis, xs: Sequence[float]) -> None:
+    """Shaded bands, one per phase, from its first snapshot to the next phase's first one
+    (phases hold whole snapshots, so a band ending at its own last one would leave gaps)."""
+    import matplotlib.transforms as mtransforms
+
+    trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    for i, (name, p) in enumerate(ordered_phases(analysis)):
+        start, end = float(p["start_s"]), float(p["end_s"])
+        nxt = next((x for x in xs if x > end + 1e-3), end)  # end_s is rounded to 1 ms
+        color = phase_color(name, i)
+        overlay = name == "peak"
+        ax.axvspan(start, nxt, color=color, alpha=0.16 if overlay else 0.09, linewidth=0,
+                   zorder=0)
+        # A band in the last tenth of the run (the peak window, usually) is labelled
+        # leftwards from its end so that the label stays inside the plot.
+        near_end = start >= xs[0] + 0.9 * (xs[-1] - xs[0])
+        ax.text(nxt if near_end else start, 0.985,
+                f"{name} " if near_end else f" {name}", transform=trans, va="top",
+                ha="right" if near_end else "left", fontsize=8, color=color,
+                fontweight="bold", clip_on=True)
+
+
+def _snapshot_ticks(ax: Axes, xs: Sequence[float], traced: Sequence[bool]) -> None:
+    import matplotlib.transforms as mtransforms
+
+    trans = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    plain = [x for x, t in zip(xs, traced, strict=False) if not t]
+    hot = [x for x, t in zip(xs, traced, strict=False) if t]
+    if plain:
+        ax.plot(plain, [0.0] * len(plain), "|", color=MUTED, markersize=6, transform=trans,
+                clip_on=False, label="snapshot")
+    if hot:
+        ax.plot(hot, [0.0] * len(hot), "|", color=TRACED_TICK, markersize=6, markeredgewidth=1.6,
+                transform=trans, clip_on=False, label="snapshot (traced)")
+
+
+def memory_chart(analysis: Analysis) -> bytes:
+    """RSS over the run (and the traced Python heap when tracing ran all the time), with the
+    phases as shaded bands and a tick per snapshot (amber: tracemalloc was on)."""
+    with _figure(*WIDE) as fig:
+        ax = fig.add_subplot()
+        ser = analysis.series
+        if ser is None or not ser.snapshots:
+            _message(ax, "no snapshots were recorded")
+            return _png(fig)
+        xs = ser.xs
+        rss = [s.process.rss / MIB for s in ser.snapshots]
+        _draw_phases(ax, analysis, xs)
+        ax.plot(xs, rss, color=RSS_COLOR, linewidth=1.8, label="RSS", zorder=3)
+        # In ``auto`` mode tracemalloc only runs in windows and then counts what was allocated
+        # since the window opened: that is no heap size, so it is drawn only for ``on``.
+        if analysis.trace.get("mode") == "on":
+            heap = [math.nan if s.process.traced_current is None or not s.traced
+                    else s.process.traced_current / MIB for s in ser.snapshots]
+            if any(not math.isnan(v) for v in heap):
+                ax.plot(xs, heap, color=HEAP_COLOR, linewidth=1.4, marker=".", markersize=3,
+                        label="traced Python heap", zorder=3)
+        _snapshot_ticks(ax, xs, [s.traced for s in ser.snapshots])
+        top = max(rss)
+        ax.set_ylim(0, top * 1.12 if top > 0 else 1)
+        ax.set_xlim(xs[0], max(xs[-1], xs[0] + 1e-6))
+        ax.set_xlabel("time since first snapshot (s)")
+        ax.set_ylabel("memory (MiB)")
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=4, borderaxespad=0.2)
+        return _png(fig)
+
+
+def _what(f: Finding) -> str:
+    """What a finding's series is, in a few words: a container's owner path, a type, a
+    site, or the process figure (a resource finding's ``path`` names the container that
+    probably holds it, not its series)."""
+    if f.kind == "container" and f.path and not f.path.startswith("<"):
+        return f.path
+    if f.kind == "native":
+        return "RSS (outside the Python heap)"
+    return f.type or f.site or f.kind
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+class Panel(NamedTuple):
+    """One small multiple: a title, the points, their unit and the finding's fit if any."""
+
+    title: str
+    xs: list[float]
+    ys: list[float]
+    unit: str
+    fit: tuple[float, float, float, float] | None
+
+
+def growth_panels(analysis: Analysis, top: int = 6) -> list[Panel]:
+    """The series worth a small multiple: every finding's (in report order), then the
+    containers that grew most from their first to their last snapshot."""
+    ser = analysis.series
+    if ser is None:
+        return []
+    panels: list[Panel] = []
+    shown: set[str] = set()
+    for f in analysis.findings:
+        if len(panels) >= top:
+            break
+        xs, ys = finding_series(ser, f)
+        if len(xs) >= 2:
+            panels.append(Panel(f"{f.id} {_what(f)}", xs, ys, f.growth.unit, f.fit))
+            if f.kind == "container" and f.series_key:
+                shown.add(f.series_key)
+    grown = sorted(((ys[-1] - ys[0], key) for key, (xs, ys) in ser.containers.items()
+                    if key not in shown and len(xs) >= 2 and ys[-1] > ys[0]), reverse=True)
+    for _, key in grown[: max(0, top - len(panels))]:
+        xs, ys = ser.containers[key]
+        path = ser.container_paths.get(key)
+        title = (f"{path} ({ser.container_types.get(key, 'container')})" if path
+                 else f"{key} (unnamed)")
+        panels.append(Panel(title, xs, ys, "items", None))
+    return panels
+
+
+def _plot_series(ax: Axes, xs: Sequence[float], ys: Sequence[float], unit: str,
+                 fit: tuple[float, float, float, float] | None, *, marker_size: float) -> Scale:
+    sc = scale_for(unit, ys)
+    shown = [y / sc.divisor for y in ys]
+    x_from = fit[2] if fit else None
+    if x_from is not None:
+        early = [(x, y) for x, y in zip(xs, shown, strict=False) if x < x_from - 1e-9]
+        late = [(x, y) for x, y in zip(xs, shown, strict=False) if x >= x_from - 1e-9]
+        if early:
+            ax.plot([p[0] for p in early], [p[1] for p in early], "o", color="#bcccdc",
+                    markersize=marker_size, label="warm-up (not judged)")
+        ax.plot([p[0] for p in late], [p[1] for p in late], "o", color=RSS_COLOR,
+                markersize=marker_size, label="samples")
+    else:
+        ax.plot(xs, shown, "o-", color=RSS_COLOR, markersize=marker_size, linewidth=1.0,
+                label="samples")
+    if fit is not None:
+        slope, intercept, x0, x1 = fit
+        ax.plot([x0, x1], [(intercept + slope * x0) / sc.divisor,
+                           (intercept + slope * x1) / sc.divisor],
+                color=FIT_COLOR, linewidth=1.6, label="trend (Theil–Sen)")
+    ax.set_ylabel(sc.unit)
+    return sc
+
+
+def growth_multiples(analysis: Analysis, top: int = 6) -> bytes:
+    """Small multiples of the ``top`` growing series (see :func:`growth_panels`)."""
+    panels = growth_panels(analysis, top)
+    cols = 3 if len(panels) > 2 else max(1, len(panels))
+    rows = max(1, math.ceil(len(panels) / cols))
+    with _figure(WIDE[0], 0.4 + 2.3 * rows) as fig:
+        if not panels:
+            _message(fig.add_subplot(), "no container or finding series were recorded")
+            return _png(fig)
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for ax, panel in zip(axes.flat, panels, strict=False):
+            _plot_series(ax, panel.xs, panel.ys, panel.unit, panel.fit, marker_size=2.5)
+            ax.set_title(_short(panel.title, 40), loc="left", fontsize=9)
+            ax.tick_params(labelsize=8)
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_axis_off()
+        fig.supxlabel("time since first snapshot (s)", fontsize=9, color=INK)
+        return _png(fig)
+
+
+def finding_chart(analysis: Analysis, finding: Finding) -> bytes:
+    """The series ``finding`` was judged on, as points, with its fitted trend line over the
+    samples the trend used (warm-up samples are drawn paler)."""
+    with _figure(*WIDE) as fig:
+        ax = fig.add_subplot()
+        ser = analysis.series
+        xs, ys = finding_series(ser, finding) if ser is not None else ([], [])
+        if not xs:
+            _message(ax, f"{finding.id}: no samples of its series were recorded")
+            return _png(fig)
+        _plot_series(ax, xs, ys, finding.growth.unit, finding.fit, marker_size=3.5)
+        ax.set_title(_short(f"{finding.id}: {_what(finding)}", 100), loc="left")
+        ax.set_xlabel("time since first snapshot (s)")
+        ax.legend(loc="upper left")
+        return _png(fig)
+
+
+def phase_bars(analysis: Analysis) -> bytes:
+    """RSS median, p95 and max per phase, in time order, values on the bars."""
+    phases = ordered_phases(analysis)
+    with _figure(*WIDE) as fig:
+        ax = fig.add_subplot()
+        if not phases:
+            _message(ax, "no phases")
+            return _png(fig)
+        width = 0.26
+        top = 0.0
+        for j, (key, label) in enumerate((("rss_median", "median"), ("rss_p95", "p95"),
+                                          ("rss_max", "max"))):
+            pos = [i + (j - 1) * width for i in range(len(phases))]
+            vals = [p[key] / MIB for _, p in phases]
+            top = max(top, *vals)
+            bars = ax.bar(pos, vals, width=width * 0.95, color=BAR_COLORS[j], label=f"RSS {label}",
+                          zorder=2)
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, color=INK, padding=2)
+        ax.set_xticks(range(len(phases)), [n for n, _ in phases])
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1)
+        ax.grid(axis="x", visible=False)
+        ax.set_ylabel("RSS (MiB)")
+        ax.legend(loc="upper left", ncols=3)
+        return _png(fig)
+
+
+CHART_DIR = "charts"
+
+
+def render_charts(analysis: Analysis) -> dict[str, bytes]:
+    """Every chart a report shows, by name: ``memory``, ``phases``, ``growth`` (when there
+    is a series to show) and one per finding id. Render once, hand to both reports."""
+    pngs: dict[str, bytes] = {"memory": memory_chart(analysis), "phases": phase_bars(analysis)}
+    if growth_panels(analysis):
+        pngs["growth"] = growth_multiples(analysis)
+    for f in analysis.findings:
+        pngs[f.id] = finding_chart(analysis, f)
+    return pngs
+
+
+def write_chart_files(analysis: Analysis, directory: str,
+                      pngs: Mapping[str, bytes] | None = None) -> dict[str, str]:
+    """Write the charts (``pngs``, default :func:`render_charts`) as PNG files under
+    ``directory/charts`` for report.md; return {chart name: path relative to
+    ``directory``}. PNGs of findings a previous report had and this one has not are
+    removed, so the directory never shows a stale chart."""
+    if pngs is None:
+        pngs = render_charts(analysis)
+    out_dir = os.path.join(directory, CHART_DIR)
+    os.makedirs(out_dir, exist_ok=True)
+    written: dict[str, str] = {}
+    for name, png in pngs.items():
+        path = os.path.join(out_dir, f"{name}.png")
+        with open(path + ".tmp", "wb") as fh:
+            fh.write(png)
+        os.replace(path + ".tmp", path)
+        written[name] = f"{CHART_DIR}/{name}.png"
+    for entry in os.listdir(out_dir):
+        stem, ext = os.path.splitext(entry)
+        if ext == ".png" and stem[:1] == "F" and stem[1:].isdigit() and stem not in pngs:
+            os.remove(os.path.join(out_dir, entry))
+    return written
