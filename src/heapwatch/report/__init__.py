@@ -26,7 +26,7 @@ def write_reports(analysis: Analysis, directory: str, formats: tuple[str, ...] =
     os.makedirs(directory, exist_ok=True)
     out: dict[str, str] = {}
     if "json" in formats:
-        out["json"] = write_json(analysis, os.path.join(directory, "report.json"))
+        out["json"] = write_json(analysis, os.path.join(directory, "report.json"), memory_limit)
     pngs = render_charts(analysis) if "md" in formats or "html" in formats else {}
     if "md" in formats:
         path = os.path.join(directory, "report.md")

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from heapwatch.analysis import Analysis
+from heapwatch.analysis.projection import projection, projection_dict
 from heapwatch.model import REPORT_SCHEMA
 
 
@@ -17,7 +18,7 @@ def _finding(a: Analysis, f: Any) -> dict[str, Any]:
     return d
 
 
-def to_dict(a: Analysis) -> dict[str, Any]:
+def to_dict(a: Analysis, memory_limit: int | None = None) -> dict[str, Any]:
     return {
         "schema": REPORT_SCHEMA,
         "verdict": a.verdict,
@@ -32,13 +33,14 @@ def to_dict(a: Analysis) -> dict[str, Any]:
         "notes": a.notes,
         "budgets": a.budgets,
         "history": a.history,
+        "projection": projection_dict(projection(a, memory_limit)),
     }
 
 
-def write_json(a: Analysis, path: str) -> str:
+def write_json(a: Analysis, path: str, memory_limit: int | None = None) -> str:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(to_dict(a), f, indent=2, sort_keys=False)
+        json.dump(to_dict(a, memory_limit), f, indent=2, sort_keys=False)
         f.write("\n")
     os.replace(tmp, path)
     return path
