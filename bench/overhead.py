@@ -1,0 +1,488 @@
+"""How much slower an allocation-heavy service runs under heapwatch (and under tracemalloc).
+
+The workload is a request handler doing parsing work: each request formats a raw
+HTTP-like request, splits it into a request line, headers and a query string (dicts,
+lists, strings), parses a 20-line CSV-ish body into small objects (one ``__dict__``
+each), builds a JSON-like response dict of lists and serialises it. Everything is dropped
+after the request except a ``deque(maxlen=256)`` of recent ``(path, size)`` tuples, so the
+heap is steady. The *leak* variant also appends one small string per 64 requests to a
+module-level list (~200 strings/s here): a small leak that turns suspect under ``--trace auto``
+and opens tracing windows.
+
+The amount of work is fixed per variant: plain calibration runs find how many requests
+take about ``--seconds`` seconds, and every untraced run handles exactly that many. Under
+tracemalloc allocation is ~10x slower here, so the always-traced variants (``--trace
+on`` and plain ``tracemalloc``) handle a fixed fraction of that work, sized from a
+calibration run under ``tracemalloc.start(1)`` so that they last about half of
+``--seconds`` (their cost is tracemalloc's, not the snapshots') - this keeps the whole
+benchmark near 6 minutes. Times are therefore compared per request: the table shows
+the median time per 1,000 requests and its ratio to plain python. The child prints
+``ready``, waits 0.5 s (so that the agent's start-up snapshot, which also walks the
+owner paths, is not part of the timing; later walks are), times its fixed work itself
+(``time.perf_counter()``; also process CPU time, which includes the agent's thread) and
+prints the result; the agent's final snapshot at exit is not part of it either. Variants:
+
+* plain ``python`` (the reference);
+* ``heapwatch run --trace off``;
+* ``heapwatch run --trace auto`` on the steady workload (no tracing window should ever
+  open: ``trace.share`` in report.json is printed to check);
+* ``heapwatch run --trace auto`` on the leak variant (windows open: the share of
+  snapshots traced is printed);
+* ``heapwatch run --trace on`` (depth 1, its default);
+* ``tracemalloc.start(1)`` inside the process, without heapwatch.
+
+For the ``auto`` variants the table also shows the time per request over only the parts
+of the work that did not overlap a tracing window (the child records a timestamp every 1%
+of its work; the windows are read from the run's ``run.sqlite``). Because other load on a
+small machine moves wall times by 10-20%, each heapwatch run also reports the CPU time of
+the agent's thread during the work (process CPU minus the main thread's CPU) as a share
+of the main thread's CPU: the agent's own cost, mostly independent of that noise (it
+leaves out what tracing adds to the main thread's allocations).
+
+Each heapwatch variant runs at heapwatch's default interval (5 s) and at 0.5 s; every
+variant runs ``--repeat`` times (3), interleaved (one of each, then the next round), and
+the median is reported with its ratio to plain python.
+
+Run from the repository root::
+
+    python bench/overhead.py                 # ~10 s of work per run, 3 repeats (~6 min)
+    python bench/overhead.py --seconds 3 --repeat 1   # smoke run
+    python bench/overhead.py --only auto-steady --intervals 0.5 --repeat 1 \
+        --profile auto-steady@0.5       # also where the agent's time goes (needs py-spy)
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+HERE = os.path.abspath(__file__)
+
+# -- the workload (child side: stdlib only, never imports heapwatch) -----------------------
+REQUEST = (
+    "POST /api/v1/carts/{cart}/checkout?page={page}&sort=price&currency=EUR&session={sess} HTTP/1.1\r\n"
+    "Host: shop.example.com\r\n"
+    "User-Agent: bench-client/1.0\r\n"
+    "Accept: application/json\r\n"
+    "X-Request-Id: req-{i}\r\n"
+    "X-User: user{user}\r\n"
+    "Content-Type: text/csv\r\n"
+    "\r\n"
+    "{body}"
+)
+LINES_PER_BODY = 20
+
+RECENT: collections.deque[tuple[str, int]] = collections.deque(maxlen=256)
+LEAKED: list[str] = []
+LEAK_EVERY = 64
+TRACED_SHARE = 0.5  # the always-traced variants run for about half of --seconds
+CHUNKS = 100
+
+
+class LineItem:
+    def __init__(self, sku: int, qty: int, price: float, note: str) -> None:
+        self.sku = sku
+        self.qty = qty
+        self.price = price
+        self.note = note
+
+    def amount(self) -> float:
+        return self.qty * self.price
+
+
+def handle(i: int, leak: bool) -> int:
+    body = ";".join(f"{(i * 7 + k) % 5000},{1 + (i + k) % 9},{(k % 50) + 0.99:.2f},n{k}"
+                    for k in range(LINES_PER_BODY))
+    raw = REQUEST.format(cart=i % 1000, page=i % 7, sess=i * 31 % 100_000, i=i, user=i % 321,
+                         body=body)
+    head, _, body_text = raw.partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    method, target, _version = lines[0].split(" ")
+    path, _, query = target.partition("?")
+    params = dict(kv.split("=", 1) for kv in query.split("&"))
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(": ")
+        headers[key.lower()] = value
+    items = []
+    for row in body_text.split(";"):
+        sku, qty, price, note = row.split(",")
+        items.append(LineItem(int(sku), int(qty), float(price), note))
+    total = sum(it.amount() for it in items)
+    response = {
+        "method": method,
+        "path": path,
+        "params": params,
+        "user": headers.get("x-user"),
+        "request_id": headers.get("x-request-id"),
+        "lines": [{"sku": it.sku, "qty": it.qty, "amount": round(it.amount(), 2),
+                   "tags": [it.note, str(it.sku)]} for it in items],
+        "total": round(total, 2),
+    }
+    out = json.dumps(response)
+    RECENT.append((path, len(out)))
+    if leak and i % LEAK_EVERY == 0:
+        LEAKED.append(f"audit {i} {path} {headers.get('x-user')}")
+    return len(out)
+
+
+def child(args: argparse.Namespace) -> int:
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(args.tracemalloc)
+    leak = args.child == "leak"
+    print("ready", flush=True)
+    time.sleep(args.settle)
+    if args.calibrate:
+        end = time.perf_counter() + args.calibrate
+        n = 0
+        while time.perf_counter() < end:
+            for _ in range(100):
+                handle(n, leak)
+                n += 1
+        print(json.dumps({"requests_per_s": n / args.calibrate}), flush=True)
+        return 0
+    # Chunk ends on the wall clock (``time.time()``, as the agent's store), to leave out the
+    # chunks that overlap a tracing window.
+    step = max(1, args.requests // CHUNKS)
+    chunks: list[tuple[float, int]] = []
+    t0, c0, w0 = time.perf_counter(), time.process_time(), time.time()
+    m0 = time.thread_time()
+    for i in range(args.requests):
+        handle(i, leak)
+        if (i + 1) % step == 0 or i + 1 == args.requests:
+            chunks.append((time.time(), i + 1))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    cpu_main = time.thread_time() - m0
+    print(json.dumps({"elapsed": wall, "cpu": cpu, "cpu_main": cpu_main, "requests": args.requests,
+                      "leaked": len(LEAKED), "start": w0, "chunks": chunks}), flush=True)
+    return 0
+
+
+# -- the driver (parent side) ---------------------------------------------------------------
+# (key, label, trace mode or None for no heapwatch, child kind, tracemalloc in the child,
+#  always traced: runs the smaller, traced amount of work)
+Variant = tuple[str, str, str | None, str, bool, bool]
+VARIANTS: list[Variant] = [
+    ("plain", "plain python", None, "steady", False, False),
+    ("off", "heapwatch --trace off", "off", "steady", False, False),
+    ("auto-steady", "heapwatch --trace auto, steady", "auto", "steady", False, False),
+    ("auto-leak", "heapwatch --trace auto, small leak", "auto", "leak", False, False),
+    ("on", "heapwatch --trace on (depth 1)", "on", "steady", False, True),
+    ("tracemalloc", "tracemalloc.start(1), no heapwatch", None, "steady", True, True),
+]
+
+
+def child_cmd(kind: str, requests: int, tm: bool, settle: float = 0.5) -> list[str]:
+    cmd = [sys.executable, HERE, "--child", kind, "--requests", str(requests),
+           "--settle", str(settle)]
+    if tm:
+        cmd += ["--tracemalloc", "1"]
+    return cmd
+
+
+def last_json(stdout: str) -> dict[str, Any]:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            data: dict[str, Any] = json.loads(line)
+            return data
+    raise RuntimeError(f"no result line in child output: {stdout[-300:]!r}")
+
+
+def run_once(variant: Variant, interval: float | None, requests: int, tmp: str,
+             prefix: list[str] | None = None) -> dict[str, Any]:
+    key, _label, trace, kind, tm, _traced = variant
+    cmd = child_cmd(kind, requests, tm)
+    out_dir = None
+    if trace is not None:
+        out_dir = tempfile.mkdtemp(prefix=f"{key}-", dir=tmp)
+        cmd = [sys.executable, "-m", "heapwatch", "run", "--trace", trace,
+               "--interval", f"{interval:g}", "--out", out_dir, "--", *cmd]
+    t0 = time.monotonic()
+    proc = subprocess.run([*(prefix or []), *cmd], capture_output=True, text=True, timeout=900)
+    res = last_json(proc.stdout)
+    res["wall_total"] = time.monotonic() - t0
+    res["per_1k"] = 1e6 * res["elapsed"] / res["requests"]  # ms per 1,000 requests
+    # CPU of the other threads (the agent's) while the work ran, per main-thread CPU second:
+    # robust to other load on the machine, which slows both threads alike.
+    res["agent_cpu"] = max(0.0, res["cpu"] - res["cpu_main"]) / res["cpu_main"]
+    if proc.returncode != 0:
+        raise RuntimeError(f"{key}: exit {proc.returncode}: {proc.stderr[-500:]}")
+    if out_dir is not None:
+        with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as f:
+            rep = json.load(f)
+        res["share"] = (rep.get("trace") or {}).get("share")
+        res["snapshots"] = (rep.get("agent") or {}).get("snapshots")
+        res["pause_ms"] = 1000 * ((rep.get("agent") or {}).get("pause_median_s") or 0)
+        res["pause_max_ms"] = 1000 * ((rep.get("agent") or {}).get("pause_max_s") or 0)
+        res["verdict"] = rep.get("verdict")
+        findings = rep.get("findings") or []
+        res["first"] = findings[0]["title"] if findings else None
+        try:
+            outside_windows(res, traced_windows(os.path.join(out_dir, "run.sqlite")))
+        except Exception as exc:  # the store's schema is heapwatch's own business
+            res["outside_error"] = f"{type(exc).__name__}: {exc}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return res
+
+
+def spy_summary(raw: str) -> str:
+    """Samples per thread of the child, and the agent thread's by what its snapshot was doing."""
+    threads: collections.Counter[str] = collections.Counter()
+    agent: collections.Counter[str] = collections.Counter()
+    with open(raw, encoding="utf-8") as f:
+        for line in f:
+            stack, _, n = line.rstrip("\n").rpartition(" ")
+            frames = stack.split(";")
+            if len(frames) < 3 or "--child" not in frames[1]:
+                continue
+            thread = frames[2].rpartition(": ")[2] or frames[2]
+            rest = frames[3:]
+            if "agent" in thread and rest and rest[-1].startswith("Agent._run "):
+                continue  # idle in select() between snapshots
+            threads[thread] += int(n)
+            if "agent" not in thread:
+                continue
+            names = [fr.split(" (")[0] for fr in rest]
+            if "Agent._collect" in names:
+                i = names.index("Agent._collect")
+                agent[" > ".join(names[i + 1 : i + 3]) or "Agent._collect"] += int(n)
+            else:
+                agent["(outside _collect) " + " > ".join(names[-2:])] += int(n)
+    total = sum(threads.values()) or 1
+    lines = [f"  {thread:<20} {n:6} samples  {100 * n / total:5.1f}%" for thread, n in
+             threads.most_common()]
+    a_total = sum(agent.values()) or 1
+    lines.append("  agent thread, by the step of the snapshot:")
+    lines += [f"    {100 * n / a_total:5.1f}%  {what}" for what, n in agent.most_common(12)]
+    return "\n".join(lines)
+
+
+def traced_windows(db: str) -> list[tuple[float, float]]:
+    """Wall-clock spans during which tracemalloc was on, from the run's store: from the end
+    of the snapshot that opened a window to the end of the one that closed it."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        snaps = con.execute("SELECT t, duration_s, traced FROM snapshots ORDER BY t").fetchall()
+    finally:
+        con.close()
+    out: list[tuple[float, float]] = []
+    prev_end = snaps[0][0] if snaps else 0.0
+    start: float | None = None
+    for t, dur, traced in snaps:
+        if traced and start is None:
+            start = prev_end
+        if traced:
+            out.append((start, t + dur))
+        elif start is not None:
+            start = None
+        prev_end = t + (dur or 0.0)
+    merged: list[tuple[float, float]] = []
+    for a, b in out:
+        if merged and a <= merged[-1][1] and merged[-1][0] == a:
+            merged[-1] = (a, max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def outside_windows(res: dict[str, Any], windows: list[tuple[float, float]]) -> None:
+    """ms per 1,000 requests over the chunks that do not overlap a tracing window."""
+    margin = 0.05
+    prev_t, prev_n = res["start"], 0
+    t_out, n_out = 0.0, 0
+    for t, n in res["chunks"]:
+        if not any(a - margin < t and prev_t < b + margin for a, b in windows):
+            t_out += t - prev_t
+            n_out += n - prev_n
+        prev_t, prev_n = t, n
+    res["outside_share"] = n_out / res["requests"]
+    res["per_1k_outside"] = 1e6 * t_out / n_out if n_out else None
+    res["traced_s"] = sum(max(0.0, min(b, res["chunks"][-1][0]) - max(a, res["start"]))
+                          for a, b in windows)
+
+
+def calibrate(depth: int) -> float:
+    """Requests per second, plain (depth 0) or under ``tracemalloc.start(depth)``."""
+    cmd = [sys.executable, HERE, "--child", "steady", "--calibrate", "1.5",
+           "--tracemalloc", str(depth)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    return float(last_json(proc.stdout)["requests_per_s"])
+
+
+def fmt_cell(runs: list[dict[str, Any]], plain: float, field: str = "per_1k") -> str:
+    vals = [r[field] for r in runs if r.get(field) is not None]
+    if not vals:
+        return "-"
+    t = statistics.median(vals)
+    lo, hi = min(vals), max(vals)
+    return f"{t:7.1f} ({lo:.1f}-{hi:.1f}) x{t / plain:6.3f} {100 * (t / plain - 1):+7.1f}%"
+
+
+def fmt_notes(runs: list[dict[str, Any]]) -> str:
+    def each(fmt: str, key: str) -> str:
+        return "/".join("?" if r.get(key) is None else format(r[key], fmt) for r in runs)
+
+    out = (f"share {each('.2f', 'share')}, snapshots {each('d', 'snapshots')}, agent thread CPU "
+           f"{each('.1%', 'agent_cpu')} of the main thread's, "
+           f"pause median {each('.0f', 'pause_ms')} ms, max {each('.0f', 'pause_max_ms')} ms")
+    if any(r.get("traced_s") for r in runs):
+        out += (f"; traced {each('.1f', 'traced_s')} s of the timed work, requests outside "
+                f"windows {each('.0%', 'outside_share')}")
+    errors = {r["outside_error"] for r in runs if r.get("outside_error")}
+    if errors:
+        out += f"; windows unknown: {', '.join(errors)}"
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="plain-python time of the fixed work, calibrated [10]")
+    p.add_argument("--repeat", type=int, default=3, help="runs per variant and interval [3]")
+    p.add_argument("--intervals", default="5,0.5", help="heapwatch intervals, seconds [5,0.5]")
+    p.add_argument("--only", default="", help="comma-separated variant keys: "
+                   + ",".join(v[0] for v in VARIANTS))
+    p.add_argument("--profile", default="",
+                   help="after the table, sample one more run of VARIANT@INTERVAL (e.g. "
+                   "auto-steady@0.5) with py-spy and show where the agent thread's time goes")
+    p.add_argument("--py-spy", dest="py_spy", default=shutil.which("py-spy"),
+                   help="py-spy executable for --profile [py-spy on PATH]")
+    # child side
+    p.add_argument("--child", choices=("steady", "leak"), help=argparse.SUPPRESS)
+    p.add_argument("--requests", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--tracemalloc", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--calibrate", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--settle", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    if args.profile and not args.py_spy:
+        sys.exit("--profile needs py-spy (pip install py-spy, or --py-spy PATH)")
+
+    intervals = [float(x) for x in args.intervals.split(",") if x]
+    only = {x for x in args.only.split(",") if x}
+    variants = [v for v in VARIANTS if not only or v[0] in only or v[0] == "plain"]
+    t_start = time.monotonic()
+    load0 = os.getloadavg()[0]
+    rate = calibrate(0)
+    rate_tm = calibrate(1)
+    rate_tm10 = calibrate(10)
+    requests = max(100, int(rate * args.seconds))
+    requests_tm = max(100, int(rate_tm * args.seconds * TRACED_SHARE))
+    calib = (f"calibration, requests/s: plain {rate:,.0f}; under tracemalloc.start(1) "
+             f"{rate_tm:,.0f} (x{rate / rate_tm:.1f} slower); under tracemalloc.start(10), the "
+             f"depth of --trace auto's windows, {rate_tm10:,.0f} (x{rate / rate_tm10:.1f} slower)")
+    print(f"{calib}\nworkload: {requests:,} requests untraced, {requests_tm:,} always traced; "
+          f"{args.repeat} repeats, interleaved; intervals "
+          f"{', '.join(f'{i:g} s' for i in intervals)}", file=sys.stderr, flush=True)
+    tmp = tempfile.mkdtemp(prefix="hw-overhead-")
+    results: dict[tuple[str, float | None], list[dict[str, Any]]] = collections.defaultdict(list)
+    plan = []
+    for v in variants:
+        if v[2] is None:
+            plan.append((v, None))
+        else:
+            plan.extend((v, i) for i in intervals)
+    for rnd in range(args.repeat):
+        for v, interval in plan:
+            res = run_once(v, interval, requests_tm if v[5] else requests, tmp)
+            results[(v[0], interval)].append(res)
+            print(f"  [{time.monotonic() - t_start:5.0f} s] round {rnd + 1}: {v[0]:<12} "
+                  f"{'' if interval is None else f'@{interval:g}s':<6} {res['elapsed']:.2f} s, "
+                  f"{res['per_1k']:.1f} ms/1k, cpu {res['cpu']:.2f} s"
+                  + (f"  share {res['share']}, {res['snapshots']} snaps" if 'share' in res else ""),
+                  file=sys.stderr, flush=True)
+    plain = statistics.median(r["per_1k"] for r in results[("plain", None)])
+
+    print(f"{calib}.\nFixed work per run: {requests:,} requests untraced (~{args.seconds:g} s), "
+          f"{requests_tm:,} for the always-traced variants (on, tracemalloc; "
+          f"~{args.seconds * TRACED_SHARE:g} s); timed inside the child.\n"
+          f"Cells: median ms per 1,000 requests over {args.repeat} runs (min-max), ratio and "
+          f"slowdown vs plain python.\n")
+    col = 42
+    head = f"{'variant':<40}" + "".join(f"  {f'interval {i:g} s':<{col}}" for i in intervals)
+    print(head)
+    print("-" * len(head))
+    notes = []
+    for v in variants:
+        key, label = v[0], v[1]
+        rows = [(label, "per_1k")]
+        if v[2] == "auto":
+            rows.append(("  outside its tracing windows", "per_1k_outside"))
+        for text, fld in rows:
+            line = f"{text:<40}"
+            for i in intervals:
+                runs = results[(key, None if v[2] is None else i)]
+                line += f"  {fmt_cell(runs, plain, fld):<{col}}"
+            print(line)
+        if v[2] is not None:
+            for i in intervals:
+                notes.append(f"  {label} @ {i:g} s: {fmt_notes(results[(key, i)])}")
+    best = min(r["per_1k"] for r in results[("plain", None)])
+    print(f"\nBest of {args.repeat} (the fastest run, less sensitive to other load on the "
+          f"machine), ratio to the fastest plain run:")
+    print(f"{'variant':<40}" + "".join(f"  {f'interval {i:g} s':<16}" for i in intervals))
+    for v in variants:
+        rows = [(v[1], "per_1k")]
+        if v[2] == "auto":
+            rows.append(("  outside its tracing windows", "per_1k_outside"))
+        for text, fld in rows:
+            line = f"{text:<40}"
+            for i in intervals:
+                vals = [r[fld] for r in results[(v[0], None if v[2] is None else i)]
+                        if r.get(fld) is not None]
+                ratio = min(vals) / best if vals else None
+                cell = f"x{ratio:6.3f} {100 * (ratio - 1):+7.1f}%" if ratio else "-"
+                line += f"  {cell:<16}"
+            print(line)
+    print("\nheapwatch runs, per repeat (trace.share = share of snapshots traced; pause = the "
+          "agent's snapshot wall time):")
+    print("\n".join(notes))
+    for i in intervals:
+        steady = results.get(("auto-steady", i), [])
+        if any((r.get("share") or 0) > 0 for r in steady):
+            print(f"  WARNING: --trace auto opened tracing windows on the steady workload at {i:g} s")
+        verdicts = [r.get("verdict") for r in steady]
+        print(f"  steady workload @ {i:g} s: verdicts {verdicts}"
+              + (f" - WARNING: {[r.get('first') for r in steady]}" if "leak" in verdicts else ""))
+        leak = results.get(("auto-leak", i), [])
+        if leak:
+            print(f"  leak variant @ {i:g} s: verdicts {[r.get('verdict') for r in leak]}; first "
+                  f"finding: {leak[0].get('first')}")
+    print(f"\ntotal time {time.monotonic() - t_start:.0f} s; {platform.python_implementation()} "
+          f"{platform.python_version()}, {os.cpu_count()} cores; load average (1 min) "
+          f"{load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
+
+    if args.profile:
+        key, _, iv = args.profile.partition("@")
+        v = next(x for x in VARIANTS if x[0] == key)
+        for flag, what in (("--gil", "samples of a thread holding the GIL: CPU the target loses"),
+                           ("--idle", "all samples but the agent's idle wait: its wall time, "
+                                      "waiting for the GIL included")):
+            raw = os.path.join(tmp, "py-spy.txt")
+            prefix = [args.py_spy, "record", "--subprocesses", "--threads", "--rate", "250",
+                      "--format", "raw", "--output", raw, flag, "--"]
+            res = run_once(v, float(iv or intervals[-1]) if v[2] else None,
+                           requests_tm if v[5] else requests, tmp, prefix=prefix)
+            print(f"\n== py-spy {flag}, {key} @ {iv or '-'} s ({res['elapsed']:.2f} s of work, "
+                  f"{res['per_1k']:.1f} ms/1k): {what} ==")
+            print(spy_summary(raw))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
