@@ -112,6 +112,7 @@ class Writer:
         self.path = path
         self._lock = threading.Lock()
         self._names: dict[str, int] = {}
+        self._cur: sqlite3.Cursor | None = None
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise StoreError(f"cannot create run store {path}: directory {parent} does not exist")
@@ -142,23 +143,24 @@ class Writer:
 
     # -- plumbing -----------------------------------------------------------------------
     class _Txn:
-        def __init__(self, conn: sqlite3.Connection) -> None:
-            self.conn = conn
+        def __init__(self, cur: sqlite3.Cursor) -> None:
+            self.cur = cur
 
         def __enter__(self) -> sqlite3.Cursor:
-            self.conn.execute("BEGIN IMMEDIATE")
-            return self.conn.cursor()
+            self.cur.execute("BEGIN IMMEDIATE")
+            return self.cur
 
         def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-            if exc_type is None:
-                self.conn.execute("COMMIT")
-            else:
-                self.conn.execute("ROLLBACK")
+            self.cur.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
     def _txn(self) -> Writer._Txn:
         if self._conn is None:
             raise StoreError(f"run store {self.path} is closed")
-        return Writer._Txn(self._conn)
+        # One cursor for the writer's life: sqlite3 keeps a weak reference to every cursor
+        # made, and inside a target those weakrefs looked like a growing type.
+        if self._cur is None:
+            self._cur = self._conn.cursor()
+        return Writer._Txn(self._cur)
 
     def _name_ids(self, cur: sqlite3.Cursor, names: Iterable[str | None]) -> None:
         missing = {n for n in names if n is not None and n not in self._names}
@@ -257,6 +259,7 @@ class Writer:
                     self._conn.close()
                 finally:
                     self._conn = None
+                    self._cur = None
 
     def internal_ids(self) -> set[int]:
         """Ids of the connection's own containers (its list of cursor weakrefs), which the
@@ -270,6 +273,7 @@ class Writer:
     def abandon(self) -> None:
         """Forget the connection without touching it (after fork: it belongs to the parent)."""
         self._conn = None
+        self._cur = None
 
     @property
     def closed(self) -> bool:

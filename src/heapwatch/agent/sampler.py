@@ -273,7 +273,8 @@ class Agent:
                     wait = self._interval
                     if took > 0.25 * self._interval:
                         wait = took * 4
-                        self._event("stretched", f"snapshot took {took:.3f}s; next in {wait:.3f}s")
+                        self._event("stretched", f"snapshot used {took:.3f}s of CPU; "
+                                    f"next in {wait:.3f}s")
                     due = time.monotonic() + wait
         except BaseException as exc:  # never let anything escape into the target
             self._event("error", _describe_error("sampler", exc))
@@ -345,9 +346,13 @@ class Agent:
 
     # -- one snapshot -----------------------------------------------------------------------
     def _snapshot_guarded(self, reason: str) -> float:
+        """Take one snapshot; return the CPU time it used. The wall time (recorded as the
+        pause) also counts waits for the GIL after each system call, which on a busy target
+        is ~4x the CPU time: stretching the interval on it would sample too rarely."""
         with self._lock:
             if self._writer is None or self._writer.closed:
                 return 0.0
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             try:
                 snap = self._collect(reason, t0)
@@ -355,9 +360,8 @@ class Agent:
                 self.snapshots += 1
             except BaseException as exc:
                 self._event("error", _describe_error("snapshot", exc))
-            took = time.perf_counter() - t0
-            self.pauses.append(took)
-            return took
+            self.pauses.append(time.perf_counter() - t0)
+            return time.thread_time() - c0
 
     def _collect(self, reason: str, t0: float) -> Snapshot:
         cfg = self.config
@@ -447,7 +451,9 @@ class Agent:
             except Exception as exc:
                 errors.append(_describe_error("items", exc))
             try:
-                samples += self._type_suspects(type_counts, types_by_name, stem, tracing, suspects)
+                if reason != "start":  # taken before the main module was even imported
+                    samples += self._type_suspects(type_counts, types_by_name, stem, tracing,
+                                                   suspects)
             except Exception as exc:
                 errors.append(_describe_error("items", exc))
         finally:
@@ -535,10 +541,10 @@ class Agent:
             del hist[name]
         rising = []
         for name, h in hist.items():
-            if len(h) >= 4:
+            if len(h) >= 5:  # an import jump and a wobble must not open a tracing window
                 vals = list(h)
                 ups = sum(b > a for a, b in itertools.pairwise(vals))
-                if ups >= len(vals) - 2 and vals[-1] - vals[0] >= 50:
+                if ups >= len(vals) - 1 and vals[-1] - vals[0] >= 50:
                     rising.append((vals[-1] - vals[0], name))
         rising.sort(reverse=True)
         for _, name in rising[:5]:

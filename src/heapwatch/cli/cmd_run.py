@@ -31,11 +31,11 @@ from heapwatch.cli.options import DURATION, execute
               help="Run directory (default: reports/<name>-<time>).")
 @click.option("--trace", type=click.Choice(["auto", "on", "off"]), default="auto",
               show_default=True,
-              help="tracemalloc: auto traces only while something looks like a leak (names its "
-                   "allocation line at little cost); on traces all the time (3-14x slower "
-                   "allocation); off never.")
+              help="tracemalloc: auto traces only in short windows while something looks like "
+                   "a leak, to name its allocation line (the agent costs ~1-3% outside them); "
+                   "on traces all the time (3-14x slower allocation); off never.")
 @click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
-              help="Frames kept per traced allocation [default: 10 with auto, 1 with on].")
+              help="Frames kept per traced allocation [default: 5 with auto, 1 with on].")
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]",
               help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
                    "generator) runs during it; the command is stopped after the last one.")
