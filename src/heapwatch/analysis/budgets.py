@@ -88,25 +88,6 @@ def _fmt(value: float, unit: str, rate: bool) -> str:
     return (f"{value:.1f}/h" if rate else f"{value:.0f}")
 
 
-def _series(a: Analysis, figure: str, lo: float, hi: float) -> tuple[list[float], list[float]]:
-    assert a.series is not None
-    xs, ys = [], []
-    for x, s in zip(a.series.xs, a.series.snapshots, strict=False):
-        if not lo <= x <= hi:
-            continue
-        if figure == "heap":
-            p = s.process
-            v: float | None = (float(p.traced_current) if p.traced_current is not None and s.traced
-                               else (p.allocated_blocks * 64.0 if p.allocated_blocks else None))
-        else:
-            raw = getattr(s.process, figure)
-            v = None if raw is None else float(raw)
-        if v is not None:
-            xs.append(x)
-            ys.append(v)
-    return xs, ys
-
-
 def check(a: Analysis, budgets: list[Budget], min_window: float = 60.0) -> list[BudgetResult]:
     """Each budget over the run and over each phase."""
     out: list[BudgetResult] = []
@@ -123,7 +104,7 @@ def check(a: Analysis, budgets: list[Budget], min_window: float = 60.0) -> list[
     for b in budgets:
         figure, kind, unit = METRICS[b.name]
         for scope, lo, hi in scopes:
-            xs, ys = _series(a, figure, lo, hi)
+            xs, ys = a.series.points(figure, lo, hi)
             if len(xs) < 2:
                 why = (f"{figure} was not recorded" if not xs
                        else "fewer than 2 snapshots in this window")

@@ -17,6 +17,7 @@ from heapwatch.analysis.series import Series, build, main_pid
 from heapwatch.analysis.trend import DEFAULT, Trend, TrendParams, assess, theil_sen, warmup_cut
 from heapwatch.model import Finding, Growth
 from heapwatch.store import RunData, open_run
+from heapwatch.units import fmt_bytes
 
 UNREACHABLE = "<unreachable from module globals>"
 _KIND_RANK = {"container": 0, "fds": 1, "sockets": 1, "threads": 1, "files": 1, "processes": 1,
@@ -102,7 +103,7 @@ def _growth(tr: Trend, unit: str) -> Growth:
 def _rate(per_hour: float, unit: str) -> str:
     per_min = per_hour / 60
     if unit == "bytes":
-        return f"+{_bytes(per_hour)}/h"
+        return f"+{fmt_bytes(per_hour)}/h"
     if abs(per_min) >= 1:
         return f"+{_num(per_min)} {unit}/min"
     return f"+{_num(per_hour)} {unit}/h"
@@ -115,14 +116,6 @@ def _num(v: float) -> str:
     if a >= 1e3:
         return f"{v / 1e3:.1f}k"
     return f"{v:.0f}" if a >= 10 else f"{v:.1f}"
-
-
-def _bytes(v: float) -> str:
-    a = abs(v)
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if a >= size:
-            return f"{v / size:.1f} {unit}"
-    return f"{v:.0f} B"
 
 
 def short_site(site: str | None, cwd: str | None) -> str | None:
@@ -144,9 +137,7 @@ def finding_series(ser: Series, f: Finding) -> tuple[list[float], list[float]]:
         return ser.xs, ser.type_series(key)
     if f.kind == "site":
         return ser.site_series(key)
-    vals = ser.figure(key) if key else []
-    pts = [(x, v) for x, v in zip(ser.xs, vals, strict=False) if v is not None]
-    return [p[0] for p in pts], [p[1] for p in pts]
+    return ser.points(key) if key else ([], [])
 
 
 def _with_fit(ser: Series, f: Finding, params: AnalysisParams) -> Finding:
@@ -293,7 +284,7 @@ def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None) ->
         elif items:
             ev.append(f"Its newest items are {item_type}; their allocation site was not traced.")
         if nbytes:
-            ev.append(f"The items gained retain about {_bytes(nbytes)} (deep size of a sample,"
+            ev.append(f"The items gained retain about {fmt_bytes(nbytes)} (deep size of a sample,"
                       f" scaled).")
         severity = _severity(tr)
         if weak:
@@ -377,8 +368,8 @@ def _site_findings(
             id="", kind="site", severity=_severity(tr),
             title=f"memory allocated at {site} keeps growing: {_rate(tr.per_hour, 'bytes')}",
             growth=_growth(tr, "bytes"), confidence=tr.confidence,
-            evidence=f"Live traced memory allocated at {site} went from {_bytes(tr.first)} to "
-                     f"{_bytes(tr.last)}; {tr.reason}.",
+            evidence=f"Live traced memory allocated at {site} went from {fmt_bytes(tr.first)} to "
+                     f"{fmt_bytes(tr.last)}; {tr.reason}.",
             site=site, bytes=int(tr.growth), series_key=name,
             score=tr.per_hour * tr.confidence,
         ))
@@ -387,23 +378,21 @@ def _site_findings(
 
 def _process_findings(ser: Series, params: AnalysisParams, source: str) -> list[Finding]:
     out: list[Finding] = []
-    xs = ser.xs
-    rss = ser.figure("rss")
-    if all(v is not None for v in rss) and len(rss) >= 3:
+    xs, rss = ser.points("rss")
+    if len(rss) >= 3:
         tp = _params(params.trend, params.rss_min_growth, params.rss_min_per_hour)
-        tr = assess(xs, [float(v or 0) for v in rss], tp)
+        tr = assess(xs, rss, tp)
         if tr.growing:
             out.extend(_native(ser, tr, source))
     floors = {"sockets": params.fds_min_growth, "fds": params.fds_min_growth,
               "threads": params.threads_min_growth, "processes": params.processes_min_growth,
               "files": params.files_min_growth, "garbage": params.garbage_min_growth}
     for figure, kind, label, unit in _RESOURCES:
-        vals = ser.figure(figure)
-        points = [(x, v) for x, v in zip(xs, vals, strict=False) if v is not None]
-        if len(points) < 3:
+        pxs, pys = ser.points(figure)
+        if len(pxs) < 3:
             continue
         floor = floors[kind]
-        tr = assess([p[0] for p in points], [p[1] for p in points],
+        tr = assess(pxs, pys,
                     _params(params.trend, floor, floor))
         if not tr.growing:
             continue
@@ -479,7 +468,7 @@ def _native(ser: Series, tr: Trend, source: str) -> list[Finding]:
         id="", kind="native", severity=severity,
         title=f"RSS grows outside the Python heap: {_rate(tr.per_hour, 'bytes')}",
         growth=_growth(tr, "bytes"), confidence=tr.confidence,
-        evidence=f"RSS went from {_bytes(tr.first)} to {_bytes(tr.last)} ({tr.reason}) while "
+        evidence=f"RSS went from {fmt_bytes(tr.first)} to {fmt_bytes(tr.last)} ({tr.reason}) while "
                  f"{explained}. Native memory (C extensions, ctypes, the allocator) is growing;"
                  f" `memray run --native` shows the C stacks that allocate it.",
         bytes=int(tr.growth), series_key="rss", score=tr.per_hour * tr.confidence,

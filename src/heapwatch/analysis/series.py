@@ -22,12 +22,28 @@ class Series:
     items: dict[str, Counter[tuple[str, str | None, str | None]]] = field(default_factory=dict)
     item_bytes: dict[str, int] = field(default_factory=dict)
 
-    def figure(self, name: str) -> list[float | None]:
-        out: list[float | None] = []
-        for s in self.snapshots:
-            v = getattr(s.process, name)
-            out.append(None if v is None else float(v))
-        return out
+    def points(self, name: str, lo: float = float("-inf"), hi: float = float("inf")
+               ) -> tuple[list[float], list[float]]:
+        """A process figure between ``lo`` and ``hi`` seconds, snapshots without it left out.
+        ``heap`` is the traced Python heap while tracing, else allocator blocks x 64 bytes
+        (an estimate)."""
+        xs: list[float] = []
+        ys: list[float] = []
+        for x, s in zip(self.xs, self.snapshots, strict=False):
+            if not lo <= x <= hi:
+                continue
+            p = s.process
+            if name == "heap":
+                v: float | None = (float(p.traced_current) if p.traced_current is not None
+                                   and s.traced else
+                                   (p.allocated_blocks * 64.0 if p.allocated_blocks else None))
+            else:
+                raw = getattr(p, name)
+                v = None if raw is None else float(raw)
+            if v is not None:
+                xs.append(x)
+                ys.append(v)
+        return xs, ys
 
     def type_series(self, name: str) -> list[float]:
         return [float(s.types.get(name, 0)) for s in self.snapshots]

@@ -25,8 +25,8 @@ def command(run_dir: str, formats: str, out: str | None, open_: bool, limit: str
             ) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.analysis.budgets import parse_budget
+    from heapwatch.analysis.projection import cgroup_memory_limit
     from heapwatch.report import summary_lines, write_reports
-    from heapwatch.report.html import cgroup_memory_limit
 
     limit_bytes = (int(parse_budget(f"rss-max={limit}").limit) if limit
                    else cgroup_memory_limit())

@@ -40,8 +40,8 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
 
 def finish(analysis: Any) -> dict[str, str]:
     """Write the reports of ``analysis`` into its run directory; print the summary."""
+    from heapwatch.analysis.projection import cgroup_memory_limit
     from heapwatch.report import summary_lines, write_reports
-    from heapwatch.report.html import cgroup_memory_limit
 
     paths = write_reports(analysis, analysis.run_dir, memory_limit=cgroup_memory_limit())
     for line in summary_lines(analysis, paths["json"]):

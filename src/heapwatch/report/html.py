@@ -34,6 +34,7 @@ from heapwatch.analysis.projection import (
 )
 from heapwatch.model import REPORT_SCHEMA, Finding
 from heapwatch.report import charts
+from heapwatch.units import fmt_bytes
 
 __all__ = ["CGROUP_ROOT", "MIN_TREND_SNAPSHOTS", "Projection", "cgroup_memory_limit",
            "hours_to_limit", "projection", "render_html"]
@@ -56,15 +57,6 @@ def _prose(text: str) -> str:
     if len(parts) % 2 == 0:  # an unpaired backtick: leave the text as it is
         return _e(text)
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def fmt_bytes(v: float, signed: bool = False) -> str:
-    sign = "+" if signed and v > 0 else ("−" if v < 0 else "")
-    a = abs(v)
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if a >= size:
-            return f"{sign}{a / size:.1f} {unit}"
-    return f"{sign}{a:.0f} B"
 
 
 def fmt_count(v: float) -> str:
