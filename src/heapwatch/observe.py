@@ -85,7 +85,10 @@ class TreeObserver:
             return
         self._due = mono + self.interval
         rows = self.reader.processes()
-        watched = {p.pid for p in rows if p.how != "external" and p.t_end is None}
+        wall = time.time()
+        # An agent that said "exit" leaves a process still ending for a moment: not a new one.
+        watched = {p.pid for p in rows if p.how != "external"
+                   and (p.t_end is None or wall - p.t_end < 10.0)}
         tree = descendants(self.root) if self.follow else ([self.root] if alive(self.root)
                                                            else [])
         open_external = {p.pid for p in rows if p.how == "external" and p.t_end is None}

@@ -299,6 +299,12 @@ class Writer:
                 "SELECT id, how, t_start FROM processes WHERE pid=? AND t_end IS NULL"
                 " ORDER BY id", (info.pid,)).fetchall()
             row_id: int | None = None
+            if info.how == "external":
+                # Seen from outside while (or just after) its agent registered: the agent's
+                # row stands.
+                agent = [rid for rid, how, _ in open_rows if how != "external"]
+                if agent:
+                    return int(agent[-1])
             for rid, how, _t_start in open_rows:
                 if how == "external" and info.how != "external" and row_id is None:
                     row_id = rid

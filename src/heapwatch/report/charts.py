@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from heapwatch.analysis import Analysis, finding_series
+from heapwatch.analysis import Analysis, finding_points
 from heapwatch.errors import HeapwatchError
 from heapwatch.model import Finding
 
@@ -229,7 +229,7 @@ def growth_panels(analysis: Analysis, top: int = 6) -> list[Panel]:
     for f in analysis.findings:
         if len(panels) >= top:
             break
-        xs, ys = finding_series(ser, f)
+        xs, ys = finding_points(analysis, f)  # in the process it was judged in
         if len(xs) >= 2:
             panels.append(Panel(f"{f.id} {_what(f)}", xs, ys, f.growth.unit, f.fit))
             if f.kind == "container" and f.series_key:
@@ -295,8 +295,7 @@ def finding_chart(analysis: Analysis, finding: Finding) -> bytes:
     samples the trend used (warm-up samples are drawn paler)."""
     with _figure(*WIDE) as fig:
         ax = fig.add_subplot()
-        ser = analysis.series
-        xs, ys = finding_series(ser, finding) if ser is not None else ([], [])
+        xs, ys = finding_points(analysis, finding)
         if not xs:
             _message(ax, f"{finding.id}: no samples of its series were recorded")
             return _png(fig)
