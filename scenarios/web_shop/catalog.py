@@ -2,7 +2,7 @@
 
 ``SHOP_MODE=leak`` (default): every rendered page is memoised under the request's own id,
 so the memo never hits and never evicts (``CACHE`` grows by one entry per request).
-``SHOP_MODE=steady``: the memo is keyed by product (500 of them): full after a few
+``SHOP_MODE=steady``: the memo is keyed by product (100 of them): full after a few
 hundred requests, then constant.
 """
 
@@ -12,7 +12,7 @@ import itertools
 import os
 
 MODE = os.environ.get("SHOP_MODE", "leak")
-PRODUCTS = 500
+PRODUCTS = 100
 _ids = itertools.count()
 
 

@@ -99,8 +99,8 @@ class TreeObserver:
             if stat is None:
                 continue
             if pid not in open_external:
-                program, role = lineage.describe("external", pid)
-                ppid = _ppid(pid)
+                ppid = parent_pid(pid)
+                program, role = lineage.describe("external", pid, ppid)
                 self.writer.register_process(ProcessInfo(
                     pid=pid, t_start=time.time(), how="external", ppid=ppid,
                     role="main" if pid == self.root else role, program=program))
@@ -135,7 +135,7 @@ class TreeObserver:
                                     f"pid {p.pid} replaced pid {old.pid} ({p.role} of {p.ppid})")
 
 
-def _ppid(pid: int) -> int | None:
+def parent_pid(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read(512)

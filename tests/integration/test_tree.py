@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from helpers import SCENARIOS, heapwatch, report
-from treehelpers import SHOP, Load, count, free_port, start, tool
+from treehelpers import SHOP, Load, count, free_port, gunicorn_quiet_flags, start, tool
 
 POOL = os.path.join(SCENARIOS, "mp_pool")
 
@@ -81,7 +81,8 @@ def _serve(tmp_path: Any, server: list[str], ready: tuple[str, int], mode: str,
     return rep
 
 
-GUNICORN = [tool("gunicorn"), "-w", "2", "-b", "127.0.0.1:PORT", "shop:app"]
+GUNICORN = [tool("gunicorn"), "-w", "2", "-b", "127.0.0.1:PORT", *gunicorn_quiet_flags(),
+            "shop:app"]
 UVICORN = [tool("uvicorn"), "--workers", "2", "--host", "127.0.0.1", "--port", "PORT",
            "--log-level", "info", "shop_asgi:app"]
 
@@ -132,3 +133,66 @@ def test_recycled_gunicorn_workers_do_not_hide_the_leak(tmp_path: Any) -> None:
     assert "every worker generation" in first["title"] + first["evidence"], first
     assert rep["tree"]["replaced"] >= 2, rep["tree"]
     assert "before it is replaced" in first["evidence"]
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _thread_names(pid: int) -> list[str]:
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8") as f:
+            name = f.read().strip()
+        with open(f"/proc/{pid}/task/{tid}/wchan", encoding="utf-8") as f:
+            out.append(f"{tid} {name} {f.read().strip()}")
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children()]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.version_info >= (3, 14) or not sys.platform.startswith("linux"),
+                    reason="the lldb method covers 3.10-3.13 on Linux")
+def test_attach_tree_enters_master_and_workers_under_load(tmp_path: Any) -> None:
+    import shutil
+    import signal
+
+    if shutil.which("lldb") is None:
+        pytest.skip("lldb is not installed (apt-get install -y lldb)")
+    port = free_port()
+    server = start([a.replace("PORT", str(port)) for a in GUNICORN], cwd=SHOP,
+                   env={"SHOP_MODE": "leak"})
+    try:
+        server.wait_for(count("Booting worker", 2))
+        master = server.proc.pid
+        before = {pid: _threads(pid) for pid in [master, *_children(master)]}
+        load = Load(port, until=master, rate=100.0)
+        out = str(tmp_path / "run")
+        attach = start([sys.executable, "-m", "heapwatch", "attach", str(master), "--tree",
+                        "--interval", "0.5s", "--duration", "12s", "--out", out], cwd=str(tmp_path))
+        # a worker forked after the attach gets its agent from the master's fork hook
+        attach.wait_for(count("agent started in process", 2), timeout=120)
+        os.kill(master, signal.SIGTTIN)
+        server.wait_for(count("Booting worker", 3))
+        assert attach.finish(timeout=120) == 0, attach.log()
+        during = load.stop()
+        assert during["failed"] == 0, during
+        after = Load(port, until=master, rate=0.0, seconds=2.0)
+        served = after.join()
+        assert served["requests"] > 20 and served["failed"] == 0, served
+        for pid, n in before.items():  # detached: no thread of ours is left behind
+            assert _threads(pid) == n, (pid, n, _thread_names(pid), attach.log()[-1500:])
+    finally:
+        server.proc.send_signal(signal.SIGINT)
+        server.finish()
+    rep = report(out)
+    workers = _rows(rep, "worker")
+    assert len(workers) == 3, rep["processes"]
+    assert sorted(w["how"] for w in workers) == ["attach", "attach", "fork"]
+    assert all(w["snapshots"] >= 3 for w in workers), workers
+    assert _rows(rep, "master")[0]["how"] == "root"

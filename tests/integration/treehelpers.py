@@ -42,6 +42,17 @@ def tool(name: str) -> str:
     return os.path.join(BIN, name)
 
 
+def gunicorn_quiet_flags() -> list[str]:
+    """gunicorn 24+ runs a control socket at a fixed path (~/.gunicorn/gunicorn.ctl) in a
+    thread of the master: tests running side by side must not share it."""
+    try:
+        out = subprocess.run([tool("gunicorn"), "--help"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return ["--no-control-socket"] if "--no-control-socket" in out else []
+
+
 @dataclass
 class Process:
     """A process whose stderr lines are collected, with a wait for a marker line."""
@@ -115,6 +126,11 @@ class Load:
     def _run(self, port: int, until: int | None, rate: float, seconds: float) -> None:
         self.result = load.run(f"http://127.0.0.1:{port}", seconds, 10_000_000, 4,
                                until_gone=until, rate=rate, stop=self.stop_event)
+
+    def join(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Until its time is up."""
+        self._thread.join(timeout)
+        return self.result
 
     def stop(self) -> dict[str, Any]:
         self.stop_event.set()

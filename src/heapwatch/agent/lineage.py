@@ -63,9 +63,10 @@ def program_name(cmdline: list[str]) -> str:
     return base
 
 
-def guess_role(how: str, cmdline: list[str]) -> str:
+def guess_role(how: str, cmdline: list[str], parent_cmdline: list[str] | None = None) -> str:
     """``main`` (the run's first process), ``worker`` (a forked child, a multiprocessing
-    child), a helper's name (``resource tracker``, ``forkserver``), or ``child``."""
+    child, or one whose command line is its parent's: forked, entered by attach),
+    a helper's name (``resource tracker``, ``forkserver``), or ``child``."""
     text = " ".join(cmdline)
     for marker, role in _HELPERS:
         if marker in text:
@@ -77,15 +78,16 @@ def guess_role(how: str, cmdline: list[str]) -> str:
         return "master"
     if "multiprocessing.spawn" in text or "--multiprocessing-fork" in text:
         return "worker"
-    if how == "fork" or "worker" in lowered[:80]:
+    if how == "fork" or "worker" in lowered[:80] or (cmdline and cmdline == parent_cmdline):
         return "worker"
     return "child"
 
 
-def describe(how: str, pid: int | str = "self") -> tuple[str, str]:
-    """(program, role) of a process, read from its command line."""
+def describe(how: str, pid: int | str = "self", ppid: int | None = None) -> tuple[str, str]:
+    """(program, role) of a process, read from its command line (and its parent's)."""
     cmdline = read_cmdline(pid)
-    return program_name(cmdline), guess_role(how, cmdline)
+    parent = read_cmdline(ppid) if ppid else None
+    return program_name(cmdline), guess_role(how, cmdline, parent)
 
 
 def child_control(control: str | None, pid: int) -> str | None:

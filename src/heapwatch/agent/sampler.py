@@ -173,10 +173,10 @@ class Agent:
         os.set_blocking(self._wake_w, False)
         if cfg.control:
             self._sock = self._listen(cfg.control)
-        program, role = lineage.describe(self.how)
+        ppid = self.ppid if self.ppid is not None else os.getppid()
+        program, role = lineage.describe(self.how, ppid=ppid if self.how != "root" else None)
         self._writer.register_process(ProcessInfo(
-            pid=self.pid, t_start=time.time(), how=self.how,
-            ppid=self.ppid if self.ppid is not None else os.getppid(), role=role,
+            pid=self.pid, t_start=time.time(), how=self.how, ppid=ppid, role=role,
             program=program, control=cfg.control, python=sys.version.split()[0]),
             supersedes="exec" if self.how == "root" else "gone")
         if self.how == "root":
