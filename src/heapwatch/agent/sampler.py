@@ -271,6 +271,9 @@ class Agent:
             except OSError:
                 pass
             self._sock = None
+        self._close_wake()
+
+    def _close_wake(self) -> None:
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 try:
@@ -303,13 +306,7 @@ class Agent:
             except OSError:
                 pass
         self._sock = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = -1
+        self._close_wake()
 
     # -- fork ---------------------------------------------------------------------------------
     def before_fork(self) -> None:
