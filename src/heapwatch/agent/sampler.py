@@ -205,6 +205,7 @@ class Agent:
                     self._writer.close()
                 if self._started_tracemalloc and tracemalloc.is_tracing():
                     tracemalloc.stop()
+                process.stop_watching()
                 self._close_fds()
                 registry.unregister(self.pid)
                 _unregister(self)

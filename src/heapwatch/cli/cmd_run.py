@@ -19,12 +19,11 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, execute
+from heapwatch.cli.options import DURATION, INTERVAL_HELP, execute
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
-@click.option("--interval", type=DURATION, default="5s", show_default=True,
-              help="Time between snapshots.")
+@click.option("--interval", type=DURATION, default=None, help=INTERVAL_HELP)
 @click.option("--duration", type=DURATION, default=None,
               help="Stop the command after this long (default: wait for it to exit).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -40,6 +39,6 @@ from heapwatch.cli.options import DURATION, execute
               help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
                    "generator) runs during it; the command is stopped after the last one.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(interval: float, duration: float | None, out: str | None, trace: str,
+def command(interval: float | None, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], cmd: tuple[str, ...]) -> None:
     sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases))
