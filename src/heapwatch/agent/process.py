@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import tracemalloc
 from typing import Any
 
@@ -84,6 +85,7 @@ class _TempWatch:
         self.created: set[bytes] = set()
         self.overflow = False
         self.ignore_threads: set[int] = set()
+        self.agent_cpu = 0.0  # CPU time of the agent's thread, as last read from it
         self.lock = threading.Lock()
 
     def hook(self, event: str, args: tuple[Any, ...]) -> None:
@@ -199,6 +201,17 @@ def _psutil_figures() -> tuple[int, int | None, int | None, int | None]:
     return p.memory_info().rss, fds, p.num_threads(), len(p.children())
 
 
+def _target_cpu() -> float | None:
+    """The process's CPU time less the agent thread's (read when the agent's thread takes the
+    snapshot, remembered for snapshots taken from other threads): the target's own work."""
+    try:
+        if threading.get_ident() in _WATCH.ignore_threads:
+            _WATCH.agent_cpu = time.thread_time()
+        return max(0.0, time.process_time() - _WATCH.agent_cpu)
+    except (OSError, AttributeError):
+        return None
+
+
 def process_stat(gc_objects: int | None = None) -> ProcessStat:
     if not _WATCH.active:
         watch_files(threading.get_ident())
@@ -227,4 +240,5 @@ def process_stat(gc_objects: int | None = None) -> ProcessStat:
         sockets=sockets,
         tmp_files=_tmp_files(held),
         gc_garbage=len(gc.garbage),
+        cpu_s=_target_cpu(),
     )
