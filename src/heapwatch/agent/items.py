@@ -104,7 +104,8 @@ _OPAQUE = (type, ModuleType, FunctionType, CodeType, FrameType, BuiltinFunctionT
 def deep_size(obj: Any, tracing: bool, limit: int = 2000) -> int:
     """Bytes ``obj`` retains: pympler's ``asizeof`` when the target has already imported it
     and tracemalloc is off, else ``sys.getsizeof`` over what it references, bounded to
-    ``limit`` objects (classes, modules, functions and frames are shared, not retained).
+    ``limit`` objects (classes, modules, code and frames are shared, not retained; of a
+    function, only its closure and defaults).
 
     The agent does not import pympler itself: its import adds ~1,500 functions and large
     type tables to the target, which the census would then report as the target's growth
@@ -122,7 +123,17 @@ def deep_size(obj: Any, tracing: bool, limit: int = 2000) -> int:
     try:
         while todo and len(seen) < limit:
             o = todo.pop()
-            if id(o) in seen or isinstance(o, _OPAQUE):
+            if id(o) in seen:
+                continue
+            if type(o) is FunctionType:
+                # A closure made per request is retained with what it captured; its code
+                # and its module's globals are shared.
+                seen.add(id(o))
+                total += sys.getsizeof(o, 0)
+                todo.extend(c for c in (o.__closure__, o.__defaults__, o.__kwdefaults__)
+                            if c is not None)
+                continue
+            if isinstance(o, _OPAQUE):
                 continue
             seen.add(id(o))
             total += sys.getsizeof(o, 0)
@@ -173,7 +184,8 @@ def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool) -> 
                 continue  # the agent's own object (a type sample can catch one)
             g = (_item_type(item, stem), site, user, inferred)
             groups[g] += 1
-            sizes[g] += deep_size(item, tracing)
+            # ids allocate under tracing: a smaller bound keeps a traced snapshot short
+            sizes[g] += deep_size(item, tracing, 400 if tracing else 2000)
         return [
             ItemSample(key, tname, n, site, user, sizes[(tname, site, user, inf)] // max(n, 1),
                        inf)

@@ -109,10 +109,11 @@ _INFO_CACHE: weakref.WeakKeyDictionary[type, _TypeInfo] = weakref.WeakKeyDiction
 class Found:
     """Containers found by the walk: id -> path text, steps, object. Cleared by the caller."""
 
-    __slots__ = ("complete", "nodes", "objects", "paths", "steps")
+    __slots__ = ("complete", "nodes", "objects", "paths", "steps", "texts")
 
     def __init__(self) -> None:
         self.paths: dict[int, str] = {}
+        self.texts: set[str] = set()  # paths given so far: hidden keys ([…]) can collide
         self.steps: dict[int, tuple[Step, ...] | None] = {}
         self.objects: dict[int, Any] = {}
         self.nodes = 0
@@ -120,6 +121,7 @@ class Found:
 
     def clear(self) -> None:
         self.objects.clear()
+        self.texts.clear()
 
 
 def _lru_cache_dict(wrapper: Any) -> Any:
@@ -400,7 +402,15 @@ def _walk(
         fn = base_len(t)
         if fn is not None and fn(obj) >= floor:
             st, ok = steps_of(node)
-            found.paths[oid] = _text(st, stem)
+            text = _text(st, stem)
+            if text in found.texts:
+                # two hidden keys ([…]) under one owner: number them in walk order
+                k = 2
+                while f"{text}#{k}" in found.texts:
+                    k += 1
+                text = f"{text}#{k}"
+            found.texts.add(text)
+            found.paths[oid] = text
             found.steps[oid] = tuple(st) if ok else None
             found.objects[oid] = obj
         if depth >= max_depth:

@@ -259,7 +259,7 @@ class Work:
 
 
 _IDLE_MARKS = ("after", "idle", "cooldown", "drain", "rest", "recovery")
-_IDLE_SHARE = 0.15  # an interval is idle below this share of the busy CPU rate
+_IDLE_SHARE = 0.6  # an interval is idle below this share of the busy CPU rate
 
 
 def activity(ser: Series) -> tuple[list[float], list[float]]:
@@ -288,9 +288,10 @@ def idle_tail(ser: Series, marks: list[Mark], tp: TrendParams = DEFAULT) -> Work
 
     A phase mark named ``after``, ``idle``, ``cooldown``... starts the idle tail when one is
     last. Otherwise, from the target's own CPU time: the busy level is the 75th percentile of
-    the per-interval rates, an interval below 15% of it is idle, and the tail is idle when
-    its last 3 or more intervals (at least a tenth of them) are. The busy part must be long
-    enough to judge on its own (warm-up plus ``min_samples`` snapshots)."""
+    the per-interval rates, an interval below 60% of it is idle, and the tail is idle when
+    its last 3 or more intervals (at least a tenth of them) are, each below the busy part's
+    10th percentile (a clear step down, not noise). The busy part must be long enough to
+    judge on its own (warm-up plus ``min_samples`` snapshots)."""
     n = len(ser.snapshots)
     if n < tp.min_samples + 4:
         return None
@@ -314,6 +315,11 @@ def idle_tail(ser: Series, marks: list[Mark], tp: TrendParams = DEFAULT) -> Work
             break
         idle += 1
     if idle < max(3, len(rates) // 10) or idle == len(rates):
+        return None
+    # A clear step down: every idle interval below the busy part's 10th percentile (a
+    # service's idle loop still ticks, so idle is rarely zero).
+    head = sorted(rates[: len(rates) - idle])
+    if max(rates[len(rates) - idle:]) >= head[len(head) // 10]:
         return None
     # the busy part ends at the snapshot before the first idle interval
     end = xs[len(rates) - idle - 1]
@@ -441,14 +447,22 @@ def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None,
             severity = "low"
             ev.append("It holds weak references, so it only mirrors objects kept alive "
                       "elsewhere: look at the other findings.")
+        # Of holders growing alike, the one whose items come from the user's own line first:
+        # a library's bookkeeping beside it (an event registry) mirrors the same growth.
+        mine = 2.0 if site and not _is_library(site) else 1.0
         out.append(Finding(
             id="", kind="container", severity=severity, title=title,
             growth=_growth(tr, "items"), confidence=tr.confidence, evidence=" ".join(ev),
             type=ctype, path=path, site=site, alloc_site=alloc_site, items=tuple(item_list),
-            bytes=nbytes, series_key=key, score=tr.per_hour * max(per_item, 1) * tr.confidence,
+            bytes=nbytes, series_key=key,
+            score=tr.per_hour * max(per_item, 1) * tr.confidence * mine,
             site_note=_site_note(sited), retained=retained,
         ))
     return out
+
+
+def _is_library(site: str) -> bool:
+    return "site-packages" in site or "dist-packages" in site or "/lib/python" in site
 
 
 def _group(findings: list[Finding]) -> list[Finding]:
@@ -492,6 +506,8 @@ def _type_findings(ser: Series, params: AnalysisParams, found: list[Finding], cw
     if any(t.startswith("bound method of ") for t in item_types):
         held.add("method")
     holders = [f for f in found if f.kind == "container" and f.severity != "low"]
+    filling = [f for f in found if f.kind == "container" and f.series_key in ser.container_bounds
+               and "bounded cache filling" in f.title]
     for name, count in last.items():
         if count - first.get(name, 0) < tp.min_growth:
             continue
@@ -505,7 +521,12 @@ def _type_findings(ser: Series, params: AnalysisParams, found: list[Finding], cw
         site = sited[0]["site"] if sited else None
         alloc_site = sited[0]["alloc_site"] if sited else None
         per_obj = ser.item_bytes.get("type:" + name, 0)
-        if holders:
+        if filling and not holders:
+            h = filling[0]
+            who = (f" They are probably the contents of {h.path}, a bounded cache still "
+                   f"filling at the same time: they stop when it is full.")
+            severity = "low"
+        elif holders:
             h = holders[0]
             who = (f" They are probably held through {h.path}, which grows at the same time "
                    f"(a {h.type} of {h.items[0]['type'] if h.items else 'objects'}): look "
