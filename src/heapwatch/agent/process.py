@@ -168,9 +168,14 @@ def watch_files(ignore_thread: int | None = None) -> None:
 def _forget_parent() -> None:
     """In a forked child: what the parent created is the parent's, and so is its thread."""
     _WATCH.lock = threading.Lock()
-    _WATCH.created = set()
+    _WATCH.created.clear()  # the same set: the agent leaves it out of the census by its id
     _WATCH.ignore_threads = set()
     _WATCH.active = False
+
+
+def own_ids() -> set[int]:
+    """Ids of this module's containers, which the census must not count as the target's."""
+    return {id(_WATCH.created), id(_WATCH.ignore_threads)}
 
 
 def stop_watching() -> None:

@@ -128,6 +128,7 @@ class Agent:
         cfg = self.config
         self._writer = Writer(cfg.store, meta={"run": cfg.run_meta} if cfg.run_meta else None)
         self._own_ids.update(self._writer.internal_ids())
+        self._own_ids.update(process.own_ids())
         preexisting = tracemalloc.is_tracing()
         self._mode = "on" if preexisting and cfg.trace == "auto" else cfg.trace
         if self._mode == "on" and cfg.trace_depth > 0 and not preexisting:
