@@ -50,6 +50,8 @@ def test_other_processes_temp_files_are_not_the_targets(tmp_path: Any) -> None:
     finally:
         churn.terminate()
         churn.wait(30)
+        if churn.stdout is not None:
+            churn.stdout.close()
 
 
 @pytest.mark.slow
