@@ -280,7 +280,7 @@ def judge(row: Row) -> dict[str, Any]:
             ok = False
             if first is not None and first.get("site") and sc.marker is not None:
                 filename, _, lineno = first["site"].rpartition(":")
-                ok = filename.endswith(exp["site_marker"])
+                ok = filename.endswith(os.path.basename(exp["site_marker"]))
                 lenient = sys.version_info[:2] == (3, 11) and exp.get("site_needs_instance_trace")
                 if ok and not lenient:
                     ok = lineno.isdigit() and int(lineno) == sc.marker[1]
