@@ -30,6 +30,26 @@ def parse_duration(text: str | float | int) -> float:
     return value
 
 
+DEFAULT_INTERVAL = 5.0
+# A verdict needs snapshots: 8 after warm-up at the least, and a plateau test on the last
+# third wants more. 40 per run leaves room for stretched snapshots and still gives 30.
+SNAPSHOTS_PER_RUN = 40
+MIN_AUTO_INTERVAL = 0.2
+
+
+def default_interval(planned: float | None) -> float:
+    """The interval when none is given: 5 s for an open-ended run; for a run of known
+    length (``--duration``, a phase schedule), at most a 40th of it (at least 30 snapshots
+    even when some are stretched), and not below 0.2 s.
+
+    >>> default_interval(None), default_interval(20.0), default_interval(3600.0)
+    (5.0, 0.5, 5.0)
+    """
+    if planned is None or planned <= 0:
+        return DEFAULT_INTERVAL
+    return max(MIN_AUTO_INTERVAL, min(DEFAULT_INTERVAL, planned / SNAPSHOTS_PER_RUN))
+
+
 def format_duration(seconds: float) -> str:
     """Short human form: ``850ms``, ``12.5s``, ``3m20s``, ``1h05m``."""
     if seconds < 1:

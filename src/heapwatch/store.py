@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     rss INTEGER NOT NULL, fds INTEGER, threads INTEGER, children INTEGER,
     allocated_blocks INTEGER, gc_objects INTEGER, gc_collections TEXT,
     traced_current INTEGER, traced_peak INTEGER, tracemalloc_overhead INTEGER,
-    errors TEXT, sockets INTEGER, tmp_files INTEGER, gc_garbage INTEGER
+    errors TEXT, sockets INTEGER, tmp_files INTEGER, gc_garbage INTEGER, cpu_s REAL
 );
 CREATE TABLE IF NOT EXISTS type_counts (
     snapshot_id INTEGER NOT NULL, name_id INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -62,11 +62,12 @@ CREATE TABLE IF NOT EXISTS site_stats (
     PRIMARY KEY (snapshot_id, name_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS container_lens (
     snapshot_id INTEGER NOT NULL, key_id INTEGER NOT NULL, type_id INTEGER NOT NULL,
-    length INTEGER NOT NULL, size INTEGER NOT NULL, path_id INTEGER,
+    length INTEGER NOT NULL, size INTEGER NOT NULL, path_id INTEGER, bound INTEGER,
     PRIMARY KEY (snapshot_id, key_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS item_samples (
     snapshot_id INTEGER NOT NULL, key_id INTEGER NOT NULL, item_type_id INTEGER NOT NULL,
-    sampled INTEGER NOT NULL, site_id INTEGER, user_site_id INTEGER, item_bytes INTEGER NOT NULL);
+    sampled INTEGER NOT NULL, site_id INTEGER, user_site_id INTEGER, item_bytes INTEGER NOT NULL,
+    inferred INTEGER);
 CREATE TABLE IF NOT EXISTS marks (
     id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, t REAL NOT NULL, phase TEXT NOT NULL,
     source TEXT NOT NULL);
@@ -234,15 +235,15 @@ class Writer:
                 "INSERT INTO snapshots (pid, seq, t, mono, reason, duration_s, phase, traced,"
                 " source, rss, fds, threads, children, allocated_blocks, gc_objects,"
                 " gc_collections, traced_current, traced_peak, tracemalloc_overhead, errors,"
-                " sockets, tmp_files, gc_garbage)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " sockets, tmp_files, gc_garbage, cpu_s)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     snap.pid, snap.seq, snap.t, snap.mono, snap.reason, snap.duration_s,
                     snap.phase, int(snap.traced), snap.source, p.rss, p.fds, p.threads,
                     p.children, p.allocated_blocks, p.gc_objects,
                     json.dumps(list(p.gc_collections)), p.traced_current, p.traced_peak,
                     p.tracemalloc_overhead, json.dumps(list(snap.errors)) if snap.errors else None,
-                    p.sockets, p.tmp_files, p.gc_garbage,
+                    p.sockets, p.tmp_files, p.gc_garbage, p.cpu_s,
                 ),
             )
             sid = cur.lastrowid
@@ -256,17 +257,17 @@ class Writer:
                 [(sid, ids[n], c, s) for n, (c, s) in snap.sites.items()],
             )
             cur.executemany(
-                "INSERT OR REPLACE INTO container_lens VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO container_lens VALUES (?,?,?,?,?,?,?)",
                 [
-                    (sid, ids[c.key], ids[c.type], c.length, c.size, self._id(c.path))
+                    (sid, ids[c.key], ids[c.type], c.length, c.size, self._id(c.path), c.bound)
                     for c in snap.containers
                 ],
             )
             cur.executemany(
-                "INSERT INTO item_samples VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO item_samples VALUES (?,?,?,?,?,?,?,?)",
                 [
                     (sid, ids[i.key], ids[i.item_type], i.sampled, self._id(i.site),
-                     self._id(i.user_site), i.item_bytes)
+                     self._id(i.user_site), i.item_bytes, int(i.inferred))
                     for i in snap.items
                 ],
             )
@@ -457,6 +458,12 @@ def open_run(path: str) -> RunData:
         conn.close()
 
 
+def _optional(conn: sqlite3.Connection, table: str, *cols: str) -> str:
+    """``cols`` as a select list, NULL for the nullable columns an older store lacks."""
+    have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    return ", ".join(c if c in have else f"NULL AS {c}" for c in cols)
+
+
 def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
     meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
     names = dict(conn.execute("SELECT id, name FROM names"))
@@ -469,26 +476,28 @@ def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
     ):
         sites.setdefault(sid, {})[names[nid]] = (count, size)
     conts: dict[int, list[ContainerStat]] = {}
-    for sid, kid, tid, length, size, pid_ in conn.execute(
-        "SELECT snapshot_id, key_id, type_id, length, size, path_id FROM container_lens"
+    for sid, kid, tid, length, size, pid_, bound in conn.execute(
+        "SELECT snapshot_id, key_id, type_id, length, size, path_id, "
+        + _optional(conn, "container_lens", "bound") + " FROM container_lens"
     ):
         conts.setdefault(sid, []).append(
-            ContainerStat(names[kid], names[tid], length, size, names.get(pid_))
+            ContainerStat(names[kid], names[tid], length, size, names.get(pid_), bound)
         )
     items: dict[int, list[ItemSample]] = {}
-    for sid, kid, tid, sampled, site, usite, nbytes in conn.execute(
-        "SELECT snapshot_id, key_id, item_type_id, sampled, site_id, user_site_id, item_bytes"
-        " FROM item_samples"
+    for sid, kid, tid, sampled, site, usite, nbytes, inferred in conn.execute(
+        "SELECT snapshot_id, key_id, item_type_id, sampled, site_id, user_site_id, item_bytes, "
+        + _optional(conn, "item_samples", "inferred") + " FROM item_samples"
     ):
         items.setdefault(sid, []).append(
-            ItemSample(names[kid], names[tid], sampled, names.get(site), names.get(usite), nbytes)
+            ItemSample(names[kid], names[tid], sampled, names.get(site), names.get(usite), nbytes,
+                       bool(inferred))
         )
     snaps = []
     for row in conn.execute(
         "SELECT id, pid, seq, t, mono, reason, duration_s, phase, traced, source, rss, fds,"
         " threads, children, allocated_blocks, gc_objects, gc_collections, traced_current,"
-        " traced_peak, tracemalloc_overhead, errors, sockets, tmp_files, gc_garbage"
-        " FROM snapshots ORDER BY t, id"
+        " traced_peak, tracemalloc_overhead, errors, sockets, tmp_files, gc_garbage, "
+        + _optional(conn, "snapshots", "cpu_s") + " FROM snapshots ORDER BY t, id"
     ):
         sid = row[0]
         proc = ProcessStat(
@@ -496,7 +505,7 @@ def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
             allocated_blocks=row[14], gc_objects=row[15],
             gc_collections=tuple(json.loads(row[16] or "[]")), traced_current=row[17],
             traced_peak=row[18], tracemalloc_overhead=row[19], sockets=row[21],
-            tmp_files=row[22], gc_garbage=row[23],
+            tmp_files=row[22], gc_garbage=row[23], cpu_s=row[24],
         )
         snaps.append(
             Snapshot(

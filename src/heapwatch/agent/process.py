@@ -2,6 +2,12 @@
 
 Read from /proc on Linux (a few microseconds), from psutil elsewhere when it can be
 imported by the target itself (heapwatch never brings its own copy into a target).
+
+Every figure is the target's own: its fds, its threads, its children, and of the temp
+directory only the entries the target created (seen through the interpreter's audit
+events ``open`` with ``O_CREAT`` and ``os.mkdir``) or holds open (its fds): another
+process's files in a shared ``/tmp`` are never counted, and the target's environment
+(``TMPDIR``, ``tempfile.tempdir``) is left as it is.
 """
 
 from __future__ import annotations
@@ -10,7 +16,10 @@ import gc
 import os
 import sys
 import tempfile
+import threading
+import time
 import tracemalloc
+from typing import Any
 
 from heapwatch.model import ProcessStat
 
@@ -40,34 +49,149 @@ def _proc_children() -> int | None:
         return None
 
 
-def _fds_and_sockets() -> tuple[int | None, int | None]:
+def _fds_and_sockets(roots: tuple[str, ...]) -> tuple[int | None, int | None, set[str]]:
+    """Open fds, the sockets among them, and the files they hold open under ``roots``."""
     try:
         names = os.listdir("/proc/self/fd")
     except OSError:
-        return None, None
+        return None, None, set()
     sockets = 0
+    held: set[str] = set()
     for name in names:
         try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
-                sockets += 1
+            target = os.readlink(f"/proc/self/fd/{name}")
         except OSError:
+            continue
+        if target.startswith("socket:"):
+            sockets += 1
+        elif roots and target.startswith(roots):
+            held.add(target)
+    return len(names), sockets, held
+
+
+class _TempWatch:
+    """Temp entries the target created: paths only (bytes copies, never the target's
+    objects), at most ``limit`` of them; gone ones are dropped at each count.
+
+    The audit hook cannot be removed once added (PEP 578): after :func:`stop_watching`
+    it returns at its first test. It never raises into the target."""
+
+    limit = 50_000
+
+    def __init__(self) -> None:
+        self.active = False
+        self.installed = False
+        self.roots: tuple[str, ...] = ()
+        self.created: set[bytes] = set()
+        self.overflow = False
+        self.ignore_threads: set[int] = set()
+        self.agent_cpu = 0.0  # CPU time of the agent's thread, as last read from it
+        self.lock = threading.Lock()
+
+    def hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self.active or (event != "open" and event != "os.mkdir"):
+            return
+        try:
+            if event == "open":
+                flags = args[2]
+                if not isinstance(flags, int) or not flags & os.O_CREAT:
+                    return
+            if threading.get_ident() in self.ignore_threads:
+                return
+            path = args[0]
+            if isinstance(path, str):
+                text = path
+            elif isinstance(path, bytes):
+                text = os.fsdecode(path)
+            elif type(path).__module__ == "pathlib":
+                text = str(path)
+            else:
+                return
+            if not text.startswith(self.roots):
+                return
+            with self.lock:
+                if len(self.created) < self.limit:
+                    self.created.add(os.fsencode(text))
+                else:
+                    self.overflow = True
+        except BaseException:
             pass
-    return len(names), sockets
+
+    def count(self, held: set[str]) -> int | None:
+        with self.lock:
+            paths = list(self.created)
+        gone = []
+        alive = 0
+        for p in paths:
+            try:
+                os.lstat(p)
+            except OSError:
+                gone.append(p)
+                continue
+            alive += 1
+        if gone:
+            with self.lock:
+                self.created.difference_update(gone)
+        extra = sum(1 for h in held if os.fsencode(h) not in self.created)
+        return alive + extra
 
 
-_TMP_LIMIT = 20_000
+_WATCH = _TempWatch()
 
 
-def _tmp_files() -> int | None:
-    """Entries in the process's temp directory (None when it is too big to count cheaply)."""
+def _temp_roots() -> tuple[str, ...]:
+    """The system temp directory and the target's ``tempfile.tempdir`` (as set by it), with
+    a trailing separator, real paths too (``/tmp`` may be a link)."""
+    roots: set[str] = set()
+    for d in (os.environ.get("TMPDIR") or "/tmp", tempfile.tempdir):
+        if isinstance(d, str) and d:
+            for p in (os.path.abspath(d), os.path.realpath(d)):
+                roots.add(p.rstrip(os.sep) + os.sep)
+    return tuple(sorted(roots))
+
+
+def watch_files(ignore_thread: int | None = None) -> None:
+    """Start counting the temp entries this process creates (idempotent). Entries created
+    by ``ignore_thread`` (the agent's own thread) are left out."""
+    w = _WATCH
+    w.roots = _temp_roots()
+    if ignore_thread is not None:
+        w.ignore_threads.add(ignore_thread)
+    w.active = True
+    if not w.installed and hasattr(sys, "addaudithook"):
+        sys.addaudithook(w.hook)
+        w.installed = True
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forget_parent)
+
+
+def _forget_parent() -> None:
+    """In a forked child: what the parent created is the parent's, and so is its thread."""
+    _WATCH.lock = threading.Lock()
+    _WATCH.created.clear()  # the same set: the agent leaves it out of the census by its id
+    _WATCH.ignore_threads = set()
+    _WATCH.active = False
+
+
+def own_ids() -> set[int]:
+    """Ids of this module's containers, which the census must not count as the target's."""
+    return {id(_WATCH.created), id(_WATCH.ignore_threads)}
+
+
+def stop_watching() -> None:
+    _WATCH.active = False
+    with _WATCH.lock:
+        _WATCH.created.clear()
+
+
+def _tmp_files(held: set[str]) -> int | None:
+    """Temp entries the target created and that still exist, plus temp files it holds open
+    (None when the interpreter has no audit hooks)."""
+    if not _WATCH.installed:
+        return None
     try:
-        n = 0
-        with os.scandir(tempfile.gettempdir()) as it:
-            for _ in it:
-                n += 1
-                if n > _TMP_LIMIT:
-                    return None
-        return n
+        _WATCH.roots = _temp_roots()
+        return _WATCH.count(held)
     except OSError:
         return None
 
@@ -82,10 +206,24 @@ def _psutil_figures() -> tuple[int, int | None, int | None, int | None]:
     return p.memory_info().rss, fds, p.num_threads(), len(p.children())
 
 
+def _target_cpu() -> float | None:
+    """The process's CPU time less the agent thread's (read when the agent's thread takes the
+    snapshot, remembered for snapshots taken from other threads): the target's own work."""
+    try:
+        if threading.get_ident() in _WATCH.ignore_threads:
+            _WATCH.agent_cpu = time.thread_time()
+        return max(0.0, time.process_time() - _WATCH.agent_cpu)
+    except (OSError, AttributeError):
+        return None
+
+
 def process_stat(gc_objects: int | None = None) -> ProcessStat:
+    if not _WATCH.active:
+        watch_files(threading.get_ident())
+    held: set[str] = set()
     if _HAVE_PROC:
         rss = _proc_rss()
-        fds, sockets = _fds_and_sockets()
+        fds, sockets, held = _fds_and_sockets(_WATCH.roots)
         threads = _proc_threads()
         children = _proc_children()
     else:
@@ -105,6 +243,7 @@ def process_stat(gc_objects: int | None = None) -> ProcessStat:
         traced_peak=peak,
         tracemalloc_overhead=tracemalloc.get_tracemalloc_memory() if tracing else None,
         sockets=sockets,
-        tmp_files=_tmp_files(),
+        tmp_files=_tmp_files(held),
         gc_garbage=len(gc.garbage),
+        cpu_s=_target_cpu(),
     )

@@ -54,6 +54,7 @@ class AgentConfig:
     trace_window: int = 3
     trace_cooldown: int = 10
     floor: int = 100
+    walk_floor: int = 32  # the owner walk names smaller containers, to see them grow past floor
     control: str | None = None
     top_sites: int = 300
     max_containers: int = 2000
@@ -122,6 +123,7 @@ class Agent:
         self._history: dict[str, deque[int]] = {}
         self._seen: dict[str, int] = {}
         self._known: dict[str, tuple[paths.Step, ...]] = {}
+        self._bounds: dict[str, int] = {}  # path -> maxlen / maxsize / capacity, when known
         # Paths that cannot be followed again (thread stacks, hidden keys), by id and type;
         # checked against the census at every snapshot, dropped when the id disappears.
         self._id_paths: dict[int, tuple[str, type]] = {}
@@ -134,7 +136,7 @@ class Agent:
         self.traced_snapshots = 0
         self._own_ids: set[int] = {id(self._history), id(self._seen), id(self._known),
                                    id(self._type_hist), id(self._sited), id(self.pauses),
-                                   id(self._id_paths)}
+                                   id(self._id_paths), id(self._bounds)}
         self._stop_requested = False
         self._stopped = False
         self._started_tracemalloc = False
@@ -157,6 +159,7 @@ class Agent:
         cfg = self.config
         self._writer = Writer(cfg.store, meta={"run": cfg.run_meta} if cfg.run_meta else None)
         self._own_ids.update(self._writer.internal_ids())
+        self._own_ids.update(process.own_ids())
         if self.inherited_tracing and tracemalloc.is_tracing():
             # The parent's agent was tracing when it forked: ours to keep (on) or end (auto).
             if cfg.trace == "on" and cfg.trace_depth > 0:
@@ -255,6 +258,7 @@ class Agent:
                     self._writer.close()
                 if self._started_tracemalloc and tracemalloc.is_tracing():
                     tracemalloc.stop()
+                process.stop_watching()
                 self._close_fds()
                 registry.unregister(self.pid)
                 _unregister(self)
@@ -557,7 +561,8 @@ class Agent:
             ):
                 self._walk_due = False
                 try:
-                    found = paths.discover(cfg.floor, cfg.discover_budget_s, cfg.discover_nodes)
+                    found = paths.discover(min(cfg.floor, cfg.walk_floor), cfg.discover_budget_s,
+                                           cfg.discover_nodes)
                     if not found.complete:
                         errors.append(f"paths: walk cut after {found.nodes} objects")
                     for oid, path in found.paths.items():
@@ -565,6 +570,9 @@ class Agent:
                         obj = found.objects[oid]
                         keep[oid] = obj
                         steps = found.steps.get(oid)
+                        bound = paths.bound_of(obj, steps)
+                        if bound:
+                            self._bounds[path] = bound
                         if steps is not None:
                             self._known[path] = steps
                         else:
@@ -587,7 +595,11 @@ class Agent:
                 seen_ids.add(oid)
                 known = named.get(oid)
                 tname = naming.type_name(t, stem)
-                containers.append(ContainerStat(known or f"{tname}@{oid:#x}", tname, n, 0, known))
+                bound = self._bounds.get(known) if known else None
+                if bound is None and issubclass(t, deque):
+                    bound = keep[oid].maxlen
+                containers.append(ContainerStat(known or f"{tname}@{oid:#x}", tname, n, 0, known,
+                                                bound))
             for oid, path in named.items():
                 if oid in seen_ids:
                     continue
@@ -595,7 +607,8 @@ class Agent:
                 fn = census.base_len(type(obj))
                 if fn is not None:
                     containers.append(
-                        ContainerStat(path, naming.type_name(type(obj), stem), fn(obj), 0, path)
+                        ContainerStat(path, naming.type_name(type(obj), stem), fn(obj), 0, path,
+                                      self._bounds.get(path))
                     )
             containers.sort(key=ContainerStat._sort_key)
             del containers[cfg.max_containers :]
@@ -719,6 +732,7 @@ class Agent:
             obj = paths.resolve(steps)
             if obj is None or census.base_len(type(obj)) is None:
                 del self._known[path]
+                self._bounds.pop(path, None)
                 continue
             oid = id(obj)
             if oid not in named:

@@ -28,6 +28,12 @@ def is_stdlib(filename: str) -> bool:
     return filename.startswith(_STDLIB) and "site-packages" not in filename
 
 
+def is_library(filename: str) -> bool:
+    """The stdlib or an installed package: not where a user fixes a leak."""
+    return filename.startswith(_STDLIB) or "site-packages" in filename or (
+        "dist-packages" in filename)
+
+
 def site_label(filename: str, lineno: int) -> str:
     return f"{filename}:{lineno}"
 
@@ -88,9 +94,9 @@ def object_sites(obj: object) -> tuple[str | None, str | None]:
             return site_label(fr.filename, fr.lineno), None
     site = site_label(newest.filename, newest.lineno)
     user = None
-    if is_stdlib(newest.filename):
+    if is_library(newest.filename):
         for fr in reversed(frames):
-            if not is_stdlib(fr.filename) and not is_own(fr.filename):
+            if not is_library(fr.filename) and not is_own(fr.filename):
                 user = site_label(fr.filename, fr.lineno)
                 break
     return site, user

@@ -21,12 +21,11 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, children_option, execute
+from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, execute
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
-@click.option("--interval", type=DURATION, default="5s", show_default=True,
-              help="Time between snapshots.")
+@click.option("--interval", type=DURATION, default=None, help=INTERVAL_HELP)
 @click.option("--duration", type=DURATION, default=None,
               help="Stop the command after this long (default: wait for it to exit).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -43,7 +42,7 @@ from heapwatch.cli.options import DURATION, children_option, execute
                    "generator) runs during it; the command is stopped after the last one.")
 @children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(interval: float, duration: float | None, out: str | None, trace: str,
+def command(interval: float | None, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], children: str,
             cmd: tuple[str, ...]) -> None:
     sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, children))

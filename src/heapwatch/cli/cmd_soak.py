@@ -22,11 +22,11 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, children_option
+from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option
 
 
 @click.command("soak", help=__doc__)
-@click.option("--interval", type=DURATION, default="5s", show_default=True)
+@click.option("--interval", type=DURATION, default=None, help=INTERVAL_HELP)
 @click.option("--duration", type=DURATION, default=None)
 @click.option("--out", type=click.Path(file_okay=False), default=None)
 @click.option("--trace", type=click.Choice(["auto", "on", "off"]), default="auto",
@@ -42,7 +42,7 @@ from heapwatch.cli.options import DURATION, children_option
 @click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None)
 @children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(interval: float, duration: float | None, out: str | None, trace: str,
+def command(interval: float | None, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], fail_on: str,
             budgets: tuple[str, ...], min_window: float, ignores: tuple[str, ...],
             junit: str | None, history_path: str | None, children: str,

@@ -37,7 +37,11 @@ def children_option(f: Any) -> Any:
                         default="all", show_default=True, help=CHILDREN_HELP)(f)
 
 
-def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
+INTERVAL_HELP = ("Time between snapshots [default: 5s; with --duration or --phase, a 40th of "
+                 "the run (at least 30 snapshots), not below 200ms].")
+
+
+def execute(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
             children: str = "all") -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
@@ -61,7 +65,7 @@ def finish(analysis: Any) -> dict[str, str]:
     return paths
 
 
-def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
+def record(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
            children: str = "all") -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
@@ -69,6 +73,7 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
 
     from heapwatch import launch
     from heapwatch.analysis import analyze_run
+    from heapwatch.durations import default_interval
     from heapwatch.errors import UsageError
     from heapwatch.model import default_trace_depth
     from heapwatch.rundir import default_run_dir, prepare_run_dir
@@ -78,6 +83,9 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
     if phases and duration is not None:
         raise UsageError("use either --duration or --phase: a schedule ends after its last phase")
     launch.check_command(cmd)
+    if interval is None:
+        planned = sum(p.seconds for p in phases) if phases else duration
+        interval = default_interval(planned)
     if trace_depth is None:
         trace_depth = default_trace_depth(trace)
     stem = os.path.splitext(os.path.basename(cmd[-1] if cmd else "run"))[0]
