@@ -390,6 +390,8 @@ def _walk(
         oid = id(obj)
         if oid in visited:
             continue
+        if isinstance(obj, type) and not _here(obj, node, parent, kinds, keys):
+            continue  # a class reached through an alias: walked and named from its module
         visited.add(oid)
         found.nodes += 1
         if found.nodes & 255 == 0 and time.thread_time() > deadline:
@@ -425,6 +427,38 @@ def _walk(
                 keys.append(key)
                 queue.append((child, len(parent) - 1, depth + 1))
     return True
+
+
+def _home(cls: type) -> tuple[str, list[str]] | None:
+    """Where ``cls`` is defined, as (module, qualname parts), when following them from
+    ``sys.modules`` leads back to it; None for local or dynamically made classes."""
+    try:
+        mod_name = cls.__dict__.get("__module__")
+        qual = type.__dict__["__qualname__"].__get__(cls)
+    except Exception:
+        return None
+    if not isinstance(mod_name, str) or not isinstance(qual, str) or "<" in qual:
+        return None
+    parts = qual.split(".")
+    obj: Any = sys.modules.get(mod_name)
+    for part in parts:
+        obj = _attr(obj, part) if obj is not None else None
+    return (mod_name, parts) if obj is cls else None
+
+
+def _here(cls: type, node: int, parent: list[int], kinds: list[str], keys: list[Any]) -> bool:
+    """True when the walk reached ``cls`` at the place it is defined, or it has no such
+    place: a class is named where it is defined (``collections.abc.Hashable``), not through
+    whatever alias reached it first (``typing_extensions.Hashable.__origin__``)."""
+    home = _home(cls)
+    if home is None:
+        return True
+    mod_name, parts = home
+    for part in reversed(parts):
+        if node < 0 or kinds[node] != "a" or keys[node] != part:
+            return False
+        node = parent[node]
+    return node >= 0 and kinds[node] == "m" and keys[node] == mod_name
 
 
 def resolve(steps: tuple[Step, ...]) -> Any:
