@@ -14,11 +14,12 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections import ChainMap, Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from heapwatch.errors import SchemaError, StoreError
+from heapwatch.errors import SchemaError, StoreError, StoreFullError
 from heapwatch.model import (
     SCHEMA_VERSION,
     ContainerStat,
@@ -27,8 +28,8 @@ from heapwatch.model import (
     ProcessStat,
     Snapshot,
 )
-
-STORE_NAME = "run.sqlite"
+from heapwatch.rundir import STORE_NAME as STORE_NAME
+from heapwatch.rundir import private_file, shown
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,30 +73,83 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA busy_timeout = 10000")
         return conn
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open run store {path}: {exc}") from None
+        raise StoreError(f"cannot open run store {shown(path)}: {exc}") from None
+
+
+_URI_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-_.~")
+
+
+def _uri(path: str, query: str) -> str:
+    """An SQLite URI for ``path``: every byte of it percent-encoded but the safe ones."""
+    raw = os.fsencode(os.path.abspath(path))
+    return "file:" + "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in raw) + "?" + query
+
+
+def _connect_read(path: str) -> sqlite3.Connection:
+    """A connection that can read ``path`` also where it cannot be written (a read-only
+    directory or mount, another user's files): as usual, else read-only (which still reads
+    an existing -wal), else ``immutable`` when there is no -wal to miss."""
+    attempts = [(path, False), (_uri(path, "mode=ro"), True)]
+    wal = path + "-wal"
+    if not os.path.exists(wal) or os.path.getsize(wal) == 0:
+        attempts.append((_uri(path, "immutable=1"), True))
+    first: sqlite3.Error | None = None
+    for target, uri in attempts:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(target, timeout=10.0, check_same_thread=False,
+                                   isolation_level=None, uri=uri)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            if first is None:
+                first = exc
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                break  # the file itself, not the access to it: another way will not help
+    raise _unreadable(path, first) from None
+
+
+def _unreadable(path: str, exc: BaseException | None) -> StoreError:
+    if exc is not None and "not a database" in str(exc):
+        return StoreError(f"{shown(path)} is not a heapwatch run store (not an SQLite file)")
+    return StoreError(f"cannot read run store {shown(path)}: {exc}")
+
+
+def _store_error(exc: BaseException, path: str, doing: str) -> StoreError:
+    """A failed write as a StoreError that says what to do; a full disk as StoreFullError."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.Error) and (
+        getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in text
+    ):
+        return StoreFullError(f"cannot {doing} in {shown(path)}: the disk is full (every "
+                              f"snapshot stored before is kept)")
+    return StoreError(f"cannot {doing} in {shown(path)}: {text}")
 
 
 def _check_version(conn: sqlite3.Connection, path: str) -> bool:
     """True when the file already holds a heapwatch schema; raise when it holds another."""
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError:
-        raise StoreError(f"{path} is not a heapwatch run store (not an SQLite file)") from None
+    except sqlite3.DatabaseError as exc:
+        raise _unreadable(path, exc) from None
     if not tables:
         return False
     if "meta" not in tables:
-        raise StoreError(f"{path} is not a heapwatch run store (no meta table)")
+        raise StoreError(f"{shown(path)} is not a heapwatch run store (no meta table)")
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     if row is None:
-        raise StoreError(f"{path} is not a heapwatch run store (no schema version)")
+        raise StoreError(f"{shown(path)} is not a heapwatch run store (no schema version)")
     try:
         version = int(row[0])
-    except ValueError:
-        raise SchemaError(f"{path} has an unknown schema version {row[0]!r}") from None
+    except (ValueError, TypeError):
+        raise SchemaError(f"{shown(path)} has an unknown schema version {row[0]!r}") from None
     if version != SCHEMA_VERSION:
         newer = "a newer" if version > SCHEMA_VERSION else "an older"
         raise SchemaError(
-            f"{path} was written by {newer} heapwatch (store schema {version}; this one reads "
+            f"{shown(path)} was written by {newer} heapwatch (store schema {version}; this one reads "
             f"{SCHEMA_VERSION}): open it with the heapwatch version that wrote it"
         )
     return True
@@ -104,6 +158,11 @@ def _check_version(conn: sqlite3.Connection, path: str) -> bool:
 class Writer:
     """Appends to a run store. Thread-safe; every public method is one transaction.
 
+    A write that fails (a full disk, a value SQLite refuses) is rolled back whole, and so
+    are the name ids it had looked up: it costs only itself, later writes go on as if it
+    had not happened. ``failures`` counts them; the error raised is a ``StoreError``
+    (``StoreFullError`` for a full disk).
+
     >>> w = Writer("/tmp/x/run.sqlite", meta={"run": {...}})   # doctest: +SKIP
     >>> w.write_snapshot(snapshot); w.close()                   # doctest: +SKIP
     """
@@ -111,11 +170,18 @@ class Writer:
     def __init__(self, path: str, meta: dict[str, Any] | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._names: dict[str, int] = {}
+        self._names: dict[str, int] = {}  # committed ids only
         self._cur: sqlite3.Cursor | None = None
+        self.failures = 0
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
-            raise StoreError(f"cannot create run store {path}: directory {parent} does not exist")
+            raise StoreError(f"cannot create run store {shown(path)}: directory "
+                             f"{shown(parent)} does not exist")
+        try:
+            private_file(path)  # 0600 before SQLite opens it: its -wal/-shm take its mode
+        except OSError as exc:
+            raise StoreError(f"cannot create run store {shown(path)}: "
+                             f"{exc.strerror or exc}") from None
         self._conn: sqlite3.Connection | None = _connect(path)
         try:
             existing = _check_version(self._conn, path)
@@ -135,7 +201,7 @@ class Writer:
         except sqlite3.Error as exc:
             self._conn.close()
             self._conn = None
-            raise StoreError(f"cannot write run store {path}: {exc}") from None
+            raise _store_error(exc, path, "create the run store") from None
         except BaseException:
             self._conn.close()
             self._conn = None
@@ -151,112 +217,158 @@ class Writer:
             return self.cur
 
         def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-            self.cur.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                try:
+                    self.cur.execute("COMMIT")
+                    return
+                except BaseException:
+                    self._rollback()
+                    raise
+            self._rollback()
+
+        def _rollback(self) -> None:
+            # SQLite may have rolled back by itself (a full disk): then there is none left.
+            if self.cur.connection.in_transaction:
+                try:
+                    self.cur.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
 
     def _txn(self) -> Writer._Txn:
         if self._conn is None:
-            raise StoreError(f"run store {self.path} is closed")
+            raise StoreError(f"run store {shown(self.path)} is closed")
         # One cursor for the writer's life: sqlite3 keeps a weak reference to every cursor
         # made, and inside a target those weakrefs looked like a growing type.
         if self._cur is None:
             self._cur = self._conn.cursor()
         return Writer._Txn(self._cur)
 
-    def _name_ids(self, cur: sqlite3.Cursor, names: Iterable[str | None]) -> None:
-        missing = {n for n in names if n is not None and n not in self._names}
+    def _write(self, doing: str, body: Callable[[sqlite3.Cursor], Any],
+               committed: Callable[[], None] | None = None) -> Any:
+        """Run ``body`` in one transaction, then ``committed``; a failure rolls the
+        transaction back and raises StoreError."""
+        with self._lock:
+            try:
+                with self._txn() as cur:
+                    result = body(cur)
+            except StoreError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                raise _store_error(exc, self.path, doing) from None
+            if committed is not None:
+                committed()
+            return result
+
+    def _name_ids(self, cur: sqlite3.Cursor, names: Iterable[str | None]) -> dict[str, int]:
+        """Ids of the names not known yet, looked up inside the running transaction. They
+        join the writer's cache only once it commits (a rollback may take them away)."""
+        missing = sorted({n for n in names if n is not None and n not in self._names})
+        found: dict[str, int] = {}
         if not missing:
-            return
+            return found
         cur.executemany("INSERT OR IGNORE INTO names(name) VALUES (?)", [(n,) for n in missing])
-        for chunk in _chunks(sorted(missing), 500):
+        for chunk in _chunks(missing, 500):
             marks = ",".join("?" * len(chunk))
             for name_id, name in cur.execute(
                 f"SELECT id, name FROM names WHERE name IN ({marks})", chunk
             ):
-                self._names[name] = name_id
-
-    def _id(self, name: str | None) -> int | None:
-        return None if name is None else self._names[name]
+                found[name] = name_id
+        return found
 
     # -- writes -------------------------------------------------------------------------
     def set_meta(self, values: dict[str, Any]) -> None:
-        with self._lock, self._txn() as cur:
-            cur.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()],
-            )
+        rows = [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()]
+        self._write("write the run's metadata",
+                    lambda cur: cur.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows))
 
     def write_snapshot(self, snap: Snapshot) -> int:
-        p = snap.process
-        with self._lock, self._txn() as cur:
-            names: list[str | None] = list(snap.types)
-            names.extend(snap.sites)
-            for c in snap.containers:
-                names.extend((c.key, c.type, c.path))
-            for it in snap.items:
-                names.extend((it.key, it.item_type, it.site, it.user_site))
-            self._name_ids(cur, names)
-            cur.execute(
-                "INSERT INTO snapshots (pid, seq, t, mono, reason, duration_s, phase, traced,"
-                " source, rss, fds, threads, children, allocated_blocks, gc_objects,"
-                " gc_collections, traced_current, traced_peak, tracemalloc_overhead, errors,"
-                " sockets, tmp_files, gc_garbage)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    snap.pid, snap.seq, snap.t, snap.mono, snap.reason, snap.duration_s,
-                    snap.phase, int(snap.traced), snap.source, p.rss, p.fds, p.threads,
-                    p.children, p.allocated_blocks, p.gc_objects,
-                    json.dumps(list(p.gc_collections)), p.traced_current, p.traced_peak,
-                    p.tracemalloc_overhead, json.dumps(list(snap.errors)) if snap.errors else None,
-                    p.sockets, p.tmp_files, p.gc_garbage,
-                ),
-            )
-            sid = cur.lastrowid
-            ids = self._names
-            cur.executemany(
-                "INSERT INTO type_counts VALUES (?,?,?)",
-                [(sid, ids[n], c) for n, c in snap.types.items()],
-            )
-            cur.executemany(
-                "INSERT INTO site_stats VALUES (?,?,?,?)",
-                [(sid, ids[n], c, s) for n, (c, s) in snap.sites.items()],
-            )
-            cur.executemany(
-                "INSERT OR REPLACE INTO container_lens VALUES (?,?,?,?,?,?)",
-                [
-                    (sid, ids[c.key], ids[c.type], c.length, c.size, self._id(c.path))
-                    for c in snap.containers
-                ],
-            )
-            cur.executemany(
-                "INSERT INTO item_samples VALUES (?,?,?,?,?,?,?)",
-                [
-                    (sid, ids[i.key], ids[i.item_type], i.sampled, self._id(i.site),
-                     self._id(i.user_site), i.item_bytes)
-                    for i in snap.items
-                ],
-            )
-            assert sid is not None
+        new: dict[str, int] = {}
+
+        def body(cur: sqlite3.Cursor) -> int:
+            sid, ids = self._snapshot_rows(cur, snap)
+            new.update(ids)
             return sid
 
+        sid: int = self._write("write a snapshot", body,
+                               committed=lambda: self._names.update(new))
+        return sid
+
+    def _snapshot_rows(self, cur: sqlite3.Cursor, snap: Snapshot) -> tuple[int, dict[str, int]]:
+        p = snap.process
+        names: list[str | None] = list(snap.types)
+        names.extend(snap.sites)
+        for c in snap.containers:
+            names.extend((c.key, c.type, c.path))
+        for it in snap.items:
+            names.extend((it.key, it.item_type, it.site, it.user_site))
+        new = self._name_ids(cur, names)
+        ids: Mapping[str, int] = ChainMap(new, self._names)
+
+        def opt(name: str | None) -> int | None:
+            return None if name is None else ids[name]
+
+        cur.execute(
+            "INSERT INTO snapshots (pid, seq, t, mono, reason, duration_s, phase, traced,"
+            " source, rss, fds, threads, children, allocated_blocks, gc_objects,"
+            " gc_collections, traced_current, traced_peak, tracemalloc_overhead, errors,"
+            " sockets, tmp_files, gc_garbage)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                snap.pid, snap.seq, snap.t, snap.mono, snap.reason, snap.duration_s,
+                snap.phase, int(snap.traced), snap.source, p.rss, p.fds, p.threads,
+                p.children, p.allocated_blocks, p.gc_objects,
+                json.dumps(list(p.gc_collections)), p.traced_current, p.traced_peak,
+                p.tracemalloc_overhead, json.dumps(list(snap.errors)) if snap.errors else None,
+                p.sockets, p.tmp_files, p.gc_garbage,
+            ),
+        )
+        sid = cur.lastrowid
+        assert sid is not None
+        cur.executemany(
+            "INSERT INTO type_counts VALUES (?,?,?)",
+            [(sid, ids[n], c) for n, c in snap.types.items()],
+        )
+        cur.executemany(
+            "INSERT INTO site_stats VALUES (?,?,?,?)",
+            [(sid, ids[n], c, s) for n, (c, s) in snap.sites.items()],
+        )
+        cur.executemany(
+            "INSERT OR REPLACE INTO container_lens VALUES (?,?,?,?,?,?)",
+            [
+                (sid, ids[c.key], ids[c.type], c.length, c.size, opt(c.path))
+                for c in snap.containers
+            ],
+        )
+        cur.executemany(
+            "INSERT INTO item_samples VALUES (?,?,?,?,?,?,?)",
+            [
+                (sid, ids[i.key], ids[i.item_type], i.sampled, opt(i.site),
+                 opt(i.user_site), i.item_bytes)
+                for i in snap.items
+            ],
+        )
+        return sid, new
+
     def write_mark(self, mark: Mark) -> None:
-        with self._lock, self._txn() as cur:
-            cur.execute(
-                "INSERT INTO marks (pid, t, phase, source) VALUES (?,?,?,?)",
-                (mark.pid, mark.t, mark.phase, mark.source),
-            )
+        self._write("write a mark", lambda cur: cur.execute(
+            "INSERT INTO marks (pid, t, phase, source) VALUES (?,?,?,?)",
+            (mark.pid, mark.t, mark.phase, mark.source),
+        ))
 
     def write_event(self, pid: int, t: float, kind: str, message: str) -> None:
-        with self._lock, self._txn() as cur:
-            cur.execute(
-                "INSERT INTO events (pid, t, kind, message) VALUES (?,?,?,?)",
-                (pid, t, kind, message[:2000]),
-            )
+        self._write("write an event", lambda cur: cur.execute(
+            "INSERT INTO events (pid, t, kind, message) VALUES (?,?,?,?)",
+            (pid, t, kind, message[:2000]),
+        ))
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 try:
                     self._conn.close()
+                except sqlite3.Error:
+                    pass  # a checkpoint that did not fit on a full disk: the -wal keeps it
                 finally:
                     self._conn = None
                     self._cur = None
@@ -287,95 +399,224 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
 
 @dataclass
 class RunData:
-    """A whole run, loaded for analysis."""
+    """A whole run, loaded for analysis. ``skipped`` counts what could not be read (by
+    what it was); everything else was read as written."""
 
     path: str
     meta: dict[str, Any]
     snapshots: list[Snapshot]
     marks: list[Mark] = field(default_factory=list)
     events: list[tuple[int, float, str, str]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def agent_snapshots(self) -> list[Snapshot]:
         return [s for s in self.snapshots if s.source == "agent"]
 
+    def skipped_summary(self) -> str | None:
+        """What could not be read, in one line; None when everything could."""
+        if not self.skipped:
+            return None
+        parts = ", ".join(f"{n} {what}" for what, n in sorted(self.skipped.items()))
+        return f"skipped what could not be read in {shown(self.path)}: {parts}"
+
 
 def open_run(path: str) -> RunData:
-    """Read a run store (also one still being written, or left by a killed target).
+    """Read a run store (also one still being written, left by a killed target, or in a
+    directory that cannot be written).
 
-    ``path`` is the store file or the run directory holding ``run.sqlite``.
+    ``path`` is the store file or the run directory holding ``run.sqlite``. Rows that
+    SQLite accepts but heapwatch cannot use (a damaged value, a dangling name id) are
+    skipped and counted in ``RunData.skipped``; when no snapshot is left although some
+    were skipped, StoreError says so.
     """
     if os.path.isdir(path):
         path = os.path.join(path, STORE_NAME)
     if not os.path.exists(path):
-        raise StoreError(f"no run store at {path}: give a run directory or its {STORE_NAME}")
-    conn = _connect(path)
+        raise StoreError(f"no run store at {shown(path)}: give a run directory or its "
+                         f"{STORE_NAME}")
+    conn = _connect_read(path)
     try:
         if not _check_version(conn, path):
-            raise StoreError(f"{path} is empty: the run never started writing")
-        return _load(conn, path)
+            raise StoreError(f"{shown(path)} is empty: the run never started writing")
+        run = _load(conn, path)
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot read run store {path}: {exc}") from None
+        raise StoreError(f"cannot read run store {shown(path)}: {exc}") from None
     finally:
         conn.close()
+    if not run.snapshots and run.skipped:
+        raise StoreError(f"nothing usable in {shown(path)}: no snapshot could be read "
+                         f"({run.skipped_summary()})")
+    return run
+
+
+# What a column must hold to be used: SQLite keeps whatever it is given (text in an
+# INTEGER column), so the reader checks every value it hands on.
+def _is_int(v: object) -> bool:
+    return type(v) is int
+
+
+def _is_num(v: object) -> bool:
+    return (type(v) is int or type(v) is float) and v == v and v not in (_INF, -_INF)
+
+
+def _is_text(v: object) -> bool:
+    return type(v) is str
+
+
+def _opt(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda v: v is None or check(v)
+
+
+_INF = float("inf")
+_ROW = Callable[[object], bool]
+
+
+class _Reader:
+    """Reads a store row by row, skipping (and counting) what cannot be used."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.skipped: Counter[str] = Counter()
+        self.names: dict[int, str] = {}
+
+    def rows(self, sql: str, kinds: tuple[_ROW, ...], what: str) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``sql`` whose values are of ``kinds``; a damaged table is read up
+        to the damage."""
+        try:
+            for row in self.conn.execute(sql):
+                if all(ok(v) for ok, v in zip(kinds, row, strict=True)):
+                    yield row
+                else:
+                    self.skipped[f"{what} with a value of the wrong type"] += 1
+        except sqlite3.DatabaseError:
+            self.skipped[f"unreadable pages of {what}"] += 1
+
+    def name(self, nid: object, what: str) -> str:
+        name = self.names.get(nid) if type(nid) is int else None
+        if name is None:
+            self.skipped[f"{what} naming an unknown string id"] += 1
+            raise LookupError(nid)
+        return name
+
+    def opt_name(self, nid: object, what: str) -> str | None:
+        return None if nid is None else self.name(nid, what)
+
+    def json(self, text: object, what: str, check: Callable[[Any], bool]) -> Any:
+        try:
+            value = json.loads(text) if type(text) is str else None
+        except ValueError:
+            value = None
+        if value is None or not check(value):
+            self.skipped[f"{what} with unreadable JSON"] += 1
+            raise ValueError(what)
+        return value
+
+
+_META_OBJECTS = ("run", "agent", "launch", "agent_stopped", "attach")
+_I, _N, _T = _is_int, _is_num, _is_text
+_OI, _OT = _opt(_is_int), _opt(_is_text)
+
+
+def _int_list(v: Any) -> bool:
+    return isinstance(v, list) and all(type(x) is int for x in v)
+
+
+def _text_list(v: Any) -> bool:
+    return isinstance(v, list) and all(type(x) is str for x in v)
 
 
 def _load(conn: sqlite3.Connection, path: str) -> RunData:
-    meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-    names = dict(conn.execute("SELECT id, name FROM names"))
+    r = _Reader(conn)
+    meta: dict[str, Any] = {}
+    for key, value in r.rows("SELECT key, value FROM meta", (_T, _T), "meta entries"):
+        try:
+            meta[key] = r.json(value, "meta entries",
+                               (lambda v: isinstance(v, dict)) if key in _META_OBJECTS
+                               else (lambda v: True))
+        except ValueError:
+            continue
+    r.names = dict(r.rows("SELECT id, name FROM names", (_I, _T), "names"))
     types: dict[int, dict[str, int]] = {}
-    for sid, nid, count in conn.execute("SELECT snapshot_id, name_id, count FROM type_counts"):
-        types.setdefault(sid, {})[names[nid]] = count
+    for sid, nid, count in r.rows("SELECT snapshot_id, name_id, count FROM type_counts",
+                                  (_I, _I, _I), "type counts"):
+        try:
+            types.setdefault(sid, {})[r.name(nid, "type counts")] = count
+        except LookupError:
+            continue
     sites: dict[int, dict[str, tuple[int, int]]] = {}
-    for sid, nid, count, size in conn.execute(
-        "SELECT snapshot_id, name_id, count, size FROM site_stats"
+    for sid, nid, count, size in r.rows(
+        "SELECT snapshot_id, name_id, count, size FROM site_stats", (_I, _I, _I, _I),
+        "site statistics"
     ):
-        sites.setdefault(sid, {})[names[nid]] = (count, size)
+        try:
+            sites.setdefault(sid, {})[r.name(nid, "site statistics")] = (count, size)
+        except LookupError:
+            continue
     conts: dict[int, list[ContainerStat]] = {}
-    for sid, kid, tid, length, size, pid_ in conn.execute(
-        "SELECT snapshot_id, key_id, type_id, length, size, path_id FROM container_lens"
+    for sid, kid, tid, length, size, pid_ in r.rows(
+        "SELECT snapshot_id, key_id, type_id, length, size, path_id FROM container_lens",
+        (_I, _I, _I, _I, _I, _OI), "container lengths"
     ):
-        conts.setdefault(sid, []).append(
-            ContainerStat(names[kid], names[tid], length, size, names.get(pid_))
-        )
+        what = "container lengths"
+        try:
+            conts.setdefault(sid, []).append(ContainerStat(
+                r.name(kid, what), r.name(tid, what), length, size, r.opt_name(pid_, what)))
+        except LookupError:
+            continue
     items: dict[int, list[ItemSample]] = {}
-    for sid, kid, tid, sampled, site, usite, nbytes in conn.execute(
+    for sid, kid, tid, sampled, site, usite, nbytes in r.rows(
         "SELECT snapshot_id, key_id, item_type_id, sampled, site_id, user_site_id, item_bytes"
-        " FROM item_samples"
+        " FROM item_samples", (_I, _I, _I, _I, _OI, _OI, _I), "item samples"
     ):
-        items.setdefault(sid, []).append(
-            ItemSample(names[kid], names[tid], sampled, names.get(site), names.get(usite), nbytes)
-        )
+        what = "item samples"
+        try:
+            items.setdefault(sid, []).append(ItemSample(
+                r.name(kid, what), r.name(tid, what), sampled, r.opt_name(site, what),
+                r.opt_name(usite, what), nbytes))
+        except LookupError:
+            continue
     snaps = []
-    for row in conn.execute(
+    for row in r.rows(
         "SELECT id, pid, seq, t, mono, reason, duration_s, phase, traced, source, rss, fds,"
         " threads, children, allocated_blocks, gc_objects, gc_collections, traced_current,"
         " traced_peak, tracemalloc_overhead, errors, sockets, tmp_files, gc_garbage"
-        " FROM snapshots ORDER BY t, id"
+        " FROM snapshots ORDER BY t, id",
+        (_I, _I, _I, _N, _N, _T, _N, _OT, _I, _T, _I, _OI, _OI, _OI, _OI, _OI, _OT, _OI,
+         _OI, _OI, _OT, _OI, _OI, _OI),
+        "snapshots",
     ):
         sid = row[0]
+        try:
+            gc_collections = r.json(row[16] or "[]", "snapshots", _int_list)
+            errors = r.json(row[20], "snapshots", _text_list) if row[20] else []
+        except ValueError:
+            continue
         proc = ProcessStat(
             rss=row[10], fds=row[11], threads=row[12], children=row[13],
             allocated_blocks=row[14], gc_objects=row[15],
-            gc_collections=tuple(json.loads(row[16] or "[]")), traced_current=row[17],
+            gc_collections=tuple(gc_collections), traced_current=row[17],
             traced_peak=row[18], tracemalloc_overhead=row[19], sockets=row[21],
             tmp_files=row[22], gc_garbage=row[23],
         )
         snaps.append(
             Snapshot(
-                seq=row[2], pid=row[1], t=row[3], mono=row[4], reason=row[5],
-                duration_s=row[6], phase=row[7], traced=bool(row[8]), process=proc,
+                seq=row[2], pid=row[1], t=float(row[3]), mono=float(row[4]), reason=row[5],
+                duration_s=float(row[6]), phase=row[7], traced=bool(row[8]), process=proc,
                 types=types.get(sid, {}), sites=sites.get(sid, {}),
                 containers=tuple(conts.get(sid, ())), items=tuple(items.get(sid, ())),
-                errors=tuple(json.loads(row[20])) if row[20] else (), source=row[9],
+                errors=tuple(errors), source=row[9],
             )
         )
     marks = [
-        Mark(t=t, phase=phase, pid=pid, source=src)
-        for pid, t, phase, src in conn.execute("SELECT pid, t, phase, source FROM marks ORDER BY t")
+        Mark(t=float(t), phase=phase, pid=pid, source=src)
+        for pid, t, phase, src in r.rows("SELECT pid, t, phase, source FROM marks ORDER BY t",
+                                         (_I, _N, _T, _T), "marks")
     ]
-    events = list(conn.execute("SELECT pid, t, kind, message FROM events ORDER BY t, id"))
-    return RunData(path=path, meta=meta, snapshots=snaps, marks=marks, events=events)
+    events = [(pid, float(t), kind, message) for pid, t, kind, message in r.rows(
+        "SELECT pid, t, kind, message FROM events ORDER BY t, id", (_I, _N, _T, _T), "events")]
+    return RunData(path=path, meta=meta, snapshots=snaps, marks=marks, events=events,
+                   skipped=dict(r.skipped))
 
 
 class LiveReader:
@@ -383,14 +624,16 @@ class LiveReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._conn = _connect(path)
+        self._conn = _connect_read(path)
 
-    def meta(self, key: str) -> Any:
+    def meta(self, key: str) -> dict[str, Any] | None:
+        """A meta entry (all of them are JSON objects); None when absent or unreadable."""
         try:
             row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        except sqlite3.Error:
+            value = json.loads(row[0]) if row else None
+        except (sqlite3.Error, ValueError, TypeError):
             return None
-        return json.loads(row[0]) if row else None
+        return value if isinstance(value, dict) else None
 
     def progress(self, source: str = "agent") -> tuple[int, int | None, str | None]:
         """(snapshots, latest RSS, the container that grew most since the first snapshot)."""
