@@ -7,22 +7,24 @@ private control socket first, then ends the target with SIGINT, SIGTERM, then SI
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import heapwatch
 from heapwatch.agent.sampler import AgentConfig
 from heapwatch.api import run_meta
-from heapwatch.errors import AgentError, LaunchError
+from heapwatch.errors import AgentError, LaunchError, StoreError
 from heapwatch.model import Mark, ProcessStat, Snapshot
 from heapwatch.schedule import Phase, start_load, stop_load
 from heapwatch.store import STORE_NAME, LiveReader, Writer
@@ -43,9 +45,11 @@ class Interrupted(Exception):
 class LaunchResult:
     run_dir: str
     exit_code: int | None
-    ended_by: str  # "exit" | "duration" | "interrupt"
+    ended_by: str  # "exit" | "duration" | "interrupt" | "error"
     checked_in: bool
     no_agent_reason: str | None
+    error: str | None = None  # what ended the run early (ended_by "error"): heapwatch exits 2
+    store_errors: list[str] = field(default_factory=list)  # heapwatch's own failed writes
 
 
 def looks_like_python(cmd: list[str]) -> bool:
@@ -93,12 +97,16 @@ def child_env(config_path: str) -> dict[str, str]:
     return env
 
 
-def send_command(sock_path: str, line: str, timeout: float = 30.0) -> str:
-    """Send one command to an agent's control socket; return its reply line."""
+def send_command(sock_path: str, line: str, timeout: float = 30.0,
+                 expect_pid: int | None = None) -> str:
+    """Send one command to an agent's control socket; return its reply line. With
+    ``expect_pid``, nothing is sent unless that process is the one serving the socket."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(sock_path)
+            if expect_pid is not None:
+                _check_peer(s, sock_path, expect_pid)
             s.sendall(line.encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
@@ -110,6 +118,16 @@ def send_command(sock_path: str, line: str, timeout: float = 30.0) -> str:
             raise AgentError(f"cannot reach the agent at {sock_path}: {exc.strerror or exc}"
                              ) from None
     return data.decode("utf-8", "replace").strip()
+
+
+def _check_peer(s: socket.socket, sock_path: str, pid: int) -> None:
+    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover - Linux has it
+        return
+    creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    peer_pid, peer_uid, _ = struct.unpack("3i", creds)
+    if peer_pid != pid:
+        raise AgentError(f"refusing the socket {sock_path}: it is served by process {peer_pid} "
+                         f"(uid {peer_uid}), not by the agent in process {pid} (an impostor?)")
 
 
 def _external_stat(pid: int) -> ProcessStat | None:
@@ -142,14 +160,27 @@ def run(
     meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
     meta["cwd"] = os.getcwd()
     writer = Writer(store_path, meta={"run": meta})
-    sock_dir = tempfile.mkdtemp(prefix="heapwatch-")  # 0700: the control socket lives here
+    # The run's private files live in a fresh 0700 directory of their own (mkdtemp: made
+    # exclusively, never reused): the control socket, the agent's config, the claim the
+    # first Python process takes, and the agent's start error. A stale one cannot exist.
+    sock_dir = tempfile.mkdtemp(prefix="heapwatch-")
     sock_path = os.path.join(sock_dir, "agent.sock")
     config = AgentConfig(store=store_path, interval=interval, trace=trace,
                          trace_depth=trace_depth, control=sock_path)
-    config_path = os.path.join(run_dir, "agent-config.json")
-    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    config_path = os.path.join(sock_dir, "agent-config.json")
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({k: v for k, v in asdict(config).items() if k != "run_meta"}, f)
+    store_errors: list[str] = []
+
+    def store(write: Callable[[], object]) -> None:
+        """A failed write of heapwatch's own (a full disk) costs only itself."""
+        try:
+            write()
+        except StoreError as exc:
+            if str(exc) not in store_errors:
+                store_errors.append(str(exc))
+
     isolating = _isolating_flag(cmd)
     if notice is not None:
         if isolating:
@@ -179,6 +210,7 @@ def run(
 
     signal.signal(signal.SIGTERM, _on_term)
     plan = list(phases or [])
+    error: str | None = None
     phase_i = -1
     phase_end = 0.0
     load: subprocess.Popen[bytes] | None = None
@@ -196,7 +228,8 @@ def run(
         try:
             send_command(sock_path, f"mark {ph.name}", timeout=10.0)
         except AgentError:  # no agent: the mark still goes into the store
-            writer.write_mark(Mark(t=time.time(), phase=ph.name, pid=proc.pid, source="schedule"))
+            store(lambda: writer.write_mark(Mark(t=time.time(), phase=ph.name, pid=proc.pid,
+                                                 source="schedule")))
         if notice is not None:
             notice(f"phase {ph.name} for {ph.seconds:g}s"
                    + (f": {' '.join(ph.command)}" if ph.command else ""))
@@ -218,10 +251,11 @@ def run(
                     stat = _external_stat(proc.pid)
                     if stat is not None:
                         seq += 1
-                        writer.write_snapshot(Snapshot(
+                        snap = Snapshot(
                             seq=seq, pid=proc.pid, t=time.time(), mono=now, reason="external",
                             duration_s=0.0, phase=None, traced=False, process=stat,
-                            source="external"))
+                            source="external")
+                        store(functools.partial(writer.write_snapshot, snap))
                     next_external = now + interval
                 if status is not None and now >= next_status:
                     n, rss, top = reader.progress()
@@ -239,27 +273,23 @@ def run(
                     break
         except (KeyboardInterrupt, Interrupted):
             ended_by = "interrupt"
+        except LaunchError as exc:  # a phase's load command could not start: end the run
+            ended_by, error = "error", str(exc)
         stop_load(load)
         if proc.poll() is None:
             _stop_target(proc, sock_path, reader.meta("agent") is not None)
         checked_in = checked_in or reader.meta("agent") is not None
+        reason = None if checked_in else _no_agent_reason(sock_dir, cmd, isolating)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         reader.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
     code = proc.returncode
-    reason = None
-    if not checked_in:
-        reason = _no_agent_reason(run_dir, cmd, isolating)
-    writer.set_meta({"launch": {"exit_code": code, "ended_by": ended_by,
-                                "checked_in": checked_in, "no_agent_reason": reason}})
+    store(lambda: writer.set_meta({"launch": {
+        "exit_code": code, "ended_by": ended_by, "checked_in": checked_in,
+        "no_agent_reason": reason, "error": error}}))
     writer.close()
-    for name in ("agent-config.json", "agent.claim"):
-        try:
-            os.unlink(os.path.join(run_dir, name))
-        except OSError:
-            pass
-    return LaunchResult(run_dir, code, ended_by, checked_in, reason)
+    return LaunchResult(run_dir, code, ended_by, checked_in, reason, error, store_errors)
 
 
 def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, agent: bool) -> None:
@@ -283,8 +313,8 @@ def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, agent: bool) -> 
             continue
 
 
-def _no_agent_reason(run_dir: str, cmd: list[str], isolating: str | None) -> str:
-    err = os.path.join(run_dir, "agent-error.txt")
+def _no_agent_reason(private_dir: str, cmd: list[str], isolating: str | None) -> str:
+    err = os.path.join(private_dir, "agent-error.txt")
     if os.path.exists(err):
         with open(err, encoding="utf-8", errors="replace") as f:
             return "the agent failed to start in the target: " + f.read().strip()[:300]
@@ -297,6 +327,8 @@ def _no_agent_reason(run_dir: str, cmd: list[str], isolating: str | None) -> str
 
 def exit_status(result: LaunchResult) -> int:
     """heapwatch run's exit code: the target's own when it ended by itself."""
+    if result.error is not None:
+        return 2
     if result.ended_by == "interrupt":
         return 130
     if result.ended_by == "duration":

@@ -3,8 +3,8 @@
 It restores the environment the target would have had (so children do not inherit the
 agent), runs the target's own ``sitecustomize`` if it has one, then starts heapwatch's
 agent from the package directory alone: nothing else of heapwatch's environment becomes
-importable in the target. It never raises and never prints: failures go to a file in
-the run directory, where ``heapwatch run`` finds them.
+importable in the target. It never raises and never prints: failures go to a file beside
+the agent's config, in the run's private directory, where ``heapwatch run`` finds them.
 """
 
 
@@ -33,10 +33,10 @@ def _heapwatch_bootstrap() -> None:
     _chain_sitecustomize(here)
     if not config or not pkg_parent:
         return
-    run_dir = os.path.dirname(os.path.abspath(config))
+    private = os.path.dirname(os.path.abspath(config))  # made fresh for this run
     try:
         # The first Python process of the command takes the agent; its children don't.
-        fd = os.open(os.path.join(run_dir, "agent.claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fd = os.open(os.path.join(private, "agent.claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
     except OSError:
@@ -63,7 +63,7 @@ def _heapwatch_bootstrap() -> None:
         Agent(AgentConfig.from_file(config)).start()
     except BaseException as exc:
         try:
-            with open(os.path.join(run_dir, "agent-error.txt"), "w", encoding="utf-8") as f:
+            with open(os.path.join(private, "agent-error.txt"), "w", encoding="utf-8") as f:
                 f.write(f"{type(exc).__name__}: {exc}\n")
         except Exception:
             pass

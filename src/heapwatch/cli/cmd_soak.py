@@ -47,7 +47,7 @@ def command(interval: float, duration: float | None, out: str | None, trace: str
             junit: str | None, history_path: str | None, cmd: tuple[str, ...]) -> None:
     from heapwatch import history, soak
     from heapwatch.analysis.budgets import parse_budget
-    from heapwatch.cli.options import finish, record
+    from heapwatch.cli.options import ended_early, finish, record
     from heapwatch.report.junit import write_junit
 
     # Everything that can be wrong with the input is checked before the target starts.
@@ -61,6 +61,7 @@ def command(interval: float, duration: float | None, out: str | None, trace: str
     result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases)
     outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window)
     finish(analysis)
+    ended_early(result)
     if junit:
         write_junit(junit, "heapwatch soak", outcome.cases, analysis.run["duration_s"])
     if history_path:
