@@ -29,6 +29,7 @@ from heapwatch.model import Mark, ProcessStat, Snapshot
 from heapwatch.schedule import Phase, start_load, stop_load
 from heapwatch.store import STORE_NAME, LiveReader, Writer
 
+RESERVE_BYTES = 1 << 20  # room kept for the last metadata and the reports on a full disk
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(heapwatch.__file__)))
 
@@ -159,7 +160,7 @@ def run(
     store_path = os.path.join(run_dir, STORE_NAME)
     meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
     meta["cwd"] = os.getcwd()
-    writer = Writer(store_path, meta={"run": meta})
+    writer = Writer(store_path, meta={"run": meta}, reserve=RESERVE_BYTES)
     # The run's private files live in a fresh 0700 directory of their own (mkdtemp: made
     # exclusively, never reused): the control socket, the agent's config, the claim the
     # first Python process takes, and the agent's start error. A stale one cannot exist.
@@ -225,15 +226,15 @@ def run(
             return False
         ph = plan[phase_i]
         phase_end = now + ph.seconds
+        if notice is not None:
+            notice(f"phase {ph.name} for {ph.seconds:g}s"
+                   + (f": {' '.join(ph.command)}" if ph.command else ""))
+        load = start_load(ph, load_env)  # first: a phase whose load cannot start is not marked
         try:
             send_command(sock_path, f"mark {ph.name}", timeout=10.0)
         except AgentError:  # no agent: the mark still goes into the store
             store(lambda: writer.write_mark(Mark(t=time.time(), phase=ph.name, pid=proc.pid,
                                                  source="schedule")))
-        if notice is not None:
-            notice(f"phase {ph.name} for {ph.seconds:g}s"
-                   + (f": {' '.join(ph.command)}" if ph.command else ""))
-        load = start_load(ph, load_env)
         return True
 
     try:
@@ -285,11 +286,23 @@ def run(
         reader.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
     code = proc.returncode
+    disk_full = writer.full or _disk_full(run_dir)  # before the reserve makes room again
+    writer.release_reserve()
     store(lambda: writer.set_meta({"launch": {
         "exit_code": code, "ended_by": ended_by, "checked_in": checked_in,
-        "no_agent_reason": reason, "error": error}}))
+        "no_agent_reason": reason, "error": error, "disk_full": disk_full}}))
     writer.close()
     return LaunchResult(run_dir, code, ended_by, checked_in, reason, error, store_errors)
+
+
+def _disk_full(directory: str) -> bool:
+    """True when the filesystem of ``directory`` has no room left for us."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return free * st.f_frsize < 64 * 1024
 
 
 def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, agent: bool) -> None:

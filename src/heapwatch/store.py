@@ -93,16 +93,17 @@ def _connect_read(path: str) -> sqlite3.Connection:
     wal = path + "-wal"
     if not os.path.exists(wal) or os.path.getsize(wal) == 0:
         attempts.append((_uri(path, "immutable=1"), True))
-    first: sqlite3.Error | None = None
+    first: Exception | None = None
     for target, uri in attempts:
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(target, timeout=10.0, check_same_thread=False,
                                    isolation_level=None, uri=uri)
+            conn.text_factory = _decode
             conn.execute("PRAGMA busy_timeout = 10000")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
-        except sqlite3.DatabaseError as exc:
+        except _DAMAGE as exc:
             if conn is not None:
                 conn.close()
             if first is None:
@@ -116,6 +117,30 @@ def _unreadable(path: str, exc: BaseException | None) -> StoreError:
     if exc is not None and "not a database" in str(exc):
         return StoreError(f"{shown(path)} is not a heapwatch run store (not an SQLite file)")
     return StoreError(f"cannot read run store {shown(path)}: {exc}")
+
+
+def storable(text: str) -> str:
+    """``text`` as SQLite can hold it: surrogate-escaped bytes (a path the OS gave that is
+    not UTF-8) become ``\\xNN`` escapes instead of failing the whole write."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+# What damage inside a file looks like to the reader (an error message of SQLite's can
+# itself carry the damaged bytes).
+_DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
+
+
+def _decode(raw: bytes) -> str:
+    """Text read back from a store: damaged bytes become U+FFFD, never an exception."""
+    return raw.decode("utf-8", "replace")
 
 
 def _store_error(exc: BaseException, path: str, doing: str) -> StoreError:
@@ -133,7 +158,7 @@ def _check_version(conn: sqlite3.Connection, path: str) -> bool:
     """True when the file already holds a heapwatch schema; raise when it holds another."""
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
+    except _DAMAGE as exc:
         raise _unreadable(path, exc) from None
     if not tables:
         return False
@@ -161,18 +186,24 @@ class Writer:
     A write that fails (a full disk, a value SQLite refuses) is rolled back whole, and so
     are the name ids it had looked up: it costs only itself, later writes go on as if it
     had not happened. ``failures`` counts them; the error raised is a ``StoreError``
-    (``StoreFullError`` for a full disk).
+    (``StoreFullError`` for a full disk, and then ``full`` is set).
+
+    ``reserve`` bytes are set aside beside the store (``run.sqlite-reserve``) until
+    :meth:`release_reserve`: room for the last metadata and the reports when the disk
+    fills during the run.
 
     >>> w = Writer("/tmp/x/run.sqlite", meta={"run": {...}})   # doctest: +SKIP
     >>> w.write_snapshot(snapshot); w.close()                   # doctest: +SKIP
     """
 
-    def __init__(self, path: str, meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str, meta: dict[str, Any] | None = None, reserve: int = 0) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._names: dict[str, int] = {}  # committed ids only
         self._cur: sqlite3.Cursor | None = None
         self.failures = 0
+        self.full = False
+        self._reserve: str | None = None
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise StoreError(f"cannot create run store {shown(path)}: directory "
@@ -206,6 +237,19 @@ class Writer:
             self._conn.close()
             self._conn = None
             raise
+        if reserve > 0:
+            self._reserve = _set_aside(path + "-reserve", reserve)
+
+    def release_reserve(self) -> bool:
+        """Give the reserved room back to the filesystem; True when there was some."""
+        path, self._reserve = self._reserve, None
+        if path is None:
+            return False
+        try:
+            os.unlink(path)
+        except OSError:
+            return False
+        return True
 
     # -- plumbing -----------------------------------------------------------------------
     class _Txn:
@@ -255,7 +299,9 @@ class Writer:
                 raise
             except Exception as exc:
                 self.failures += 1
-                raise _store_error(exc, self.path, doing) from None
+                error = _store_error(exc, self.path, doing)
+                self.full = self.full or isinstance(error, StoreFullError)
+                raise error from None
             if committed is not None:
                 committed()
             return result
@@ -263,17 +309,22 @@ class Writer:
     def _name_ids(self, cur: sqlite3.Cursor, names: Iterable[str | None]) -> dict[str, int]:
         """Ids of the names not known yet, looked up inside the running transaction. They
         join the writer's cache only once it commits (a rollback may take them away)."""
-        missing = sorted({n for n in names if n is not None and n not in self._names})
+        missing = {n for n in names if n is not None and n not in self._names}
         found: dict[str, int] = {}
         if not missing:
             return found
-        cur.executemany("INSERT OR IGNORE INTO names(name) VALUES (?)", [(n,) for n in missing])
-        for chunk in _chunks(missing, 500):
+        by_text: dict[str, list[str]] = {}
+        for n in missing:
+            by_text.setdefault(storable(n), []).append(n)
+        texts = sorted(by_text)
+        cur.executemany("INSERT OR IGNORE INTO names(name) VALUES (?)", [(t,) for t in texts])
+        for chunk in _chunks(texts, 500):
             marks = ",".join("?" * len(chunk))
-            for name_id, name in cur.execute(
+            for name_id, text in cur.execute(
                 f"SELECT id, name FROM names WHERE name IN ({marks})", chunk
             ):
-                found[name] = name_id
+                for n in by_text[text]:
+                    found[n] = name_id
         return found
 
     # -- writes -------------------------------------------------------------------------
@@ -315,8 +366,9 @@ class Writer:
             " sockets, tmp_files, gc_garbage)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                snap.pid, snap.seq, snap.t, snap.mono, snap.reason, snap.duration_s,
-                snap.phase, int(snap.traced), snap.source, p.rss, p.fds, p.threads,
+                snap.pid, snap.seq, snap.t, snap.mono, storable(snap.reason), snap.duration_s,
+                None if snap.phase is None else storable(snap.phase), int(snap.traced),
+                storable(snap.source), p.rss, p.fds, p.threads,
                 p.children, p.allocated_blocks, p.gc_objects,
                 json.dumps(list(p.gc_collections)), p.traced_current, p.traced_peak,
                 p.tracemalloc_overhead, json.dumps(list(snap.errors)) if snap.errors else None,
@@ -353,16 +405,17 @@ class Writer:
     def write_mark(self, mark: Mark) -> None:
         self._write("write a mark", lambda cur: cur.execute(
             "INSERT INTO marks (pid, t, phase, source) VALUES (?,?,?,?)",
-            (mark.pid, mark.t, mark.phase, mark.source),
+            (mark.pid, mark.t, storable(mark.phase), storable(mark.source)),
         ))
 
     def write_event(self, pid: int, t: float, kind: str, message: str) -> None:
         self._write("write an event", lambda cur: cur.execute(
             "INSERT INTO events (pid, t, kind, message) VALUES (?,?,?,?)",
-            (pid, t, kind, message[:2000]),
+            (pid, t, storable(kind), storable(message[:2000])),
         ))
 
     def close(self) -> None:
+        self.release_reserve()
         with self._lock:
             if self._conn is not None:
                 try:
@@ -390,6 +443,32 @@ class Writer:
     @property
     def closed(self) -> bool:
         return self._conn is None
+
+
+def _set_aside(path: str, size: int) -> str | None:
+    """Make ``path`` a private file holding ``size`` bytes of the disk; None when there is
+    not that much room (then there is no reserve)."""
+    try:
+        private_file(path)
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except (OSError, AttributeError):  # no fallocate here: write it (random, so that a
+            view = memoryview(os.urandom(size))  # compressing filesystem keeps it all)
+            while view:
+                view = view[os.write(fd, view):]
+    except OSError:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return None
+    os.close(fd)
+    return path
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
@@ -440,7 +519,7 @@ def open_run(path: str) -> RunData:
         if not _check_version(conn, path):
             raise StoreError(f"{shown(path)} is empty: the run never started writing")
         run = _load(conn, path)
-    except sqlite3.DatabaseError as exc:
+    except _DAMAGE as exc:
         raise StoreError(f"cannot read run store {shown(path)}: {exc}") from None
     finally:
         conn.close()
@@ -489,7 +568,7 @@ class _Reader:
                     yield row
                 else:
                     self.skipped[f"{what} with a value of the wrong type"] += 1
-        except sqlite3.DatabaseError:
+        except _DAMAGE:
             self.skipped[f"unreadable pages of {what}"] += 1
 
     def name(self, nid: object, what: str) -> str:

@@ -32,6 +32,10 @@ def store_problems(run: RunData) -> list[str]:
                    + (f" ({'; '.join(failed[:3])})" if failed else ""))
     elif failed:
         out.append(f"snapshots failed: {'; '.join(failed[:3])}")
+    if (run.meta.get("launch") or {}).get("disk_full"):
+        out.append("the disk was full when the run ended: snapshots taken after it filled "
+                   "were not stored" + ("" if run.meta.get("agent_stopped") else
+                                        ", the agent's final one included"))
     summary = run.skipped_summary()
     if summary:
         out.append(summary)
