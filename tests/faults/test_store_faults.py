@@ -68,7 +68,8 @@ def test_case05_damaged_values_report_reads_the_rest_and_says_what_it_skipped(
     sql(run,
         "DELETE FROM names WHERE name='app.Thing'",  # dangling ids in type counts and items
         "UPDATE type_counts SET count='many' WHERE snapshot_id=3",  # text in a number
-        "UPDATE snapshots SET rss='lots' WHERE seq=5")
+        "UPDATE snapshots SET rss='lots' WHERE seq=5",
+        "UPDATE names SET name=CAST(x'6170702effc0' AS TEXT) WHERE name='app.CACHE'")
     proc = heapwatch("report", run, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -84,6 +85,7 @@ def test_case05_damaged_values_report_reads_the_rest_and_says_what_it_skipped(
     assert any("skipped" in e for e in rep["agent"]["errors"])
     data = open_run(run)
     assert "app.Thing" not in data.snapshots[0].types and data.snapshots[0].types["dict"] == 101
+    assert data.snapshots[0].containers[0].key == "app.\ufffd\ufffd"  # bad UTF-8, still read
 
 
 def test_case05_nothing_usable_left_is_one_line(tmp_path: Any) -> None:
@@ -119,27 +121,44 @@ def test_case05_byte_flips_in_the_file_never_end_in_a_traceback(tmp_path: Any) -
 
 
 # -- case 6 ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("state", ["closed", "killed"])
+KILLED_WRITER = """
+import os, sqlite3, sys
+sys.path.insert(0, sys.argv[2])
+from test_store_faults import snap
+from heapwatch.store import Writer
+w = Writer(sys.argv[1], meta={"run": {}})
+for i in range(1, 13):
+    w.write_snapshot(snap(i))
+if sys.argv[3] == "checkpoint":  # the first 12 into run.sqlite, 3 more only in the -wal
+    sqlite3.connect(sys.argv[1]).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    for i in range(13, 16):
+        w.write_snapshot(snap(i))
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("state", ["closed", "killed", "wal-without-shm"])
 def test_case06_read_only_run_directory_is_read(tmp_path: Any, state: str) -> None:
     src = str(tmp_path / "src")
+    store = os.path.join(src, "run.sqlite")
     if state == "closed":
         make_store(src, n=12)
-    else:  # a target killed mid-run: the last snapshots are only in run.sqlite-wal
+    else:  # a target killed mid-run: its last snapshots are only in run.sqlite-wal
         os.makedirs(src)
-        code = (f"import os, sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
-                f"from test_store_faults import make_store, snap\n"
-                f"from heapwatch.store import Writer\n"
-                f"w = Writer({os.path.join(src, 'run.sqlite')!r}, meta={{'run': {{}}}})\n"
-                f"[w.write_snapshot(snap(i)) for i in range(1, 13)]\n"
-                f"os._exit(0)\n")
-        subprocess.run([sys.executable, "-c", code], check=True)
-        assert os.path.getsize(os.path.join(src, "run.sqlite-wal")) > 0
+        subprocess.run([sys.executable, "-c", KILLED_WRITER, store, os.path.dirname(__file__),
+                        "checkpoint" if state == "wal-without-shm" else "-"], check=True)
+        assert os.path.getsize(store + "-wal") > 0
+        if state == "wal-without-shm":  # e.g. copied without it
+            os.unlink(store + "-shm")
     with read_only_view(src, str(tmp_path / "ro")) as ro:
         out = str(tmp_path / "out")
         proc = heapwatch("report", ro, "--format", "json", "--out", out)
         assert proc.returncode == 0, proc.stderr
+        assert "not a heapwatch run store" not in proc.stderr
         with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
             assert json.load(f)["run"]["snapshots"] == 12
+        if state == "wal-without-shm":  # the 3 in the -wal cannot be read here: said so
+            assert "write-ahead log with the newest snapshots" in proc.stderr
         here = heapwatch("report", ro, "--format", "json")
         assert_one_line_error(here, "could not write report.json", "--out")
 
