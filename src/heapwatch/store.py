@@ -85,16 +85,13 @@ def _uri(path: str, query: str) -> str:
     return "file:" + "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in raw) + "?" + query
 
 
-def _connect_read(path: str) -> sqlite3.Connection:
-    """A connection that can read ``path`` also where it cannot be written (a read-only
-    directory or mount, another user's files): as usual, else read-only (which still reads
-    an existing -wal), else ``immutable`` when there is no -wal to miss."""
-    attempts = [(path, False), (_uri(path, "mode=ro"), True)]
-    wal = path + "-wal"
-    if not os.path.exists(wal) or os.path.getsize(wal) == 0:
-        attempts.append((_uri(path, "immutable=1"), True))
+def _connect_read(path: str) -> tuple[sqlite3.Connection, bool]:
+    """A connection that reads ``path`` also where it cannot be written (a read-only
+    directory or mount): as usual, else ``immutable``. The flag is True when a -wal with
+    the newest data exists that the immutable connection cannot see (SQLite reads a -wal
+    only with its -shm or with write access to the directory)."""
     first: Exception | None = None
-    for target, uri in attempts:
+    for target, uri in ((path, False), (_uri(path, "immutable=1"), True)):
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(target, timeout=10.0, check_same_thread=False,
@@ -102,7 +99,8 @@ def _connect_read(path: str) -> sqlite3.Connection:
             conn.text_factory = _decode
             conn.execute("PRAGMA busy_timeout = 10000")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return conn
+            wal = path + "-wal"
+            return conn, uri and os.path.exists(wal) and os.path.getsize(wal) > 0
         except _DAMAGE as exc:
             if conn is not None:
                 conn.close()
@@ -514,11 +512,18 @@ def open_run(path: str) -> RunData:
     if not os.path.exists(path):
         raise StoreError(f"no run store at {shown(path)}: give a run directory or its "
                          f"{STORE_NAME}")
-    conn = _connect_read(path)
+    conn, wal_unread = _connect_read(path)
     try:
         if not _check_version(conn, path):
+            if wal_unread:
+                raise StoreError(f"cannot read {shown(path)} here: its data is in "
+                                 f"{STORE_NAME}-wal, which SQLite reads only with write access "
+                                 f"to the directory; copy the run directory somewhere writable")
             raise StoreError(f"{shown(path)} is empty: the run never started writing")
         run = _load(conn, path)
+        if wal_unread:
+            run.skipped["write-ahead log with the newest snapshots (readable only with write "
+                        "access to the directory)"] = 1
     except _DAMAGE as exc:
         raise StoreError(f"cannot read run store {shown(path)}: {exc}") from None
     finally:
@@ -703,7 +708,7 @@ class LiveReader:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._conn = _connect_read(path)
+        self._conn, _ = _connect_read(path)
 
     def meta(self, key: str) -> dict[str, Any] | None:
         """A meta entry (all of them are JSON objects); None when absent or unreadable."""
