@@ -27,9 +27,9 @@ FILE_MODE = 0o600
 STORE_NAME = "run.sqlite"
 REPORT_SCHEMA_PREFIX = "heapwatch.report/"
 
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 def default_run_dir(stem: str, root: str = DEFAULT_ROOT) -> str:
@@ -64,7 +64,7 @@ def _why(exc: OSError) -> str:
 def _open_dir(path: str, follow: bool = False) -> int:
     """An fd of the directory ``path``; its last component must not be a symbolic link
     unless ``follow``."""
-    flags = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC | (0 if follow else _O_NOFOLLOW)
+    flags = os.O_RDONLY | O_DIRECTORY | O_CLOEXEC | (0 if follow else O_NOFOLLOW)
     return os.open(path, flags)
 
 
@@ -95,7 +95,7 @@ def _holds_run(fd: int, entries: list[str]) -> bool:
     if "report.json" not in entries:
         return False
     try:
-        rfd = os.open("report.json", os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=fd)
+        rfd = os.open("report.json", os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC, dir_fd=fd)
     except OSError:
         return False
     try:
@@ -193,27 +193,33 @@ def write_file(path: str, data: bytes | str, mode: int = FILE_MODE) -> str:
     directory, name = os.path.split(os.path.abspath(path))
     dfd = _open_dir(directory, follow=True)
     try:
-        tmp = f".{name}.{os.urandom(6).hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
-                     mode, dir_fd=dfd)
-        try:
-            try:
-                os.fchmod(fd, mode)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except OSError:
-                pass
-            raise
+        write_at(dfd, name, data, mode)
     finally:
         os.close(dfd)
     return path
+
+
+def write_at(dfd: int, name: str, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write ``data`` as ``name`` in the directory open as ``dfd``: under a fresh name
+    created exclusively (never through a link), then renamed over ``name``."""
+    tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode,
+                 dir_fd=dfd)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dfd)
+        except OSError:
+            pass
+        raise
 
 
 def private_subdir(directory: str, name: str) -> str:
@@ -250,7 +256,7 @@ def private_file(path: str) -> None:
     opens later, and the -wal/-shm files it makes with the same mode, stay private);
     refuse a link or anything but a regular file there. Raises OSError."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                      FILE_MODE)
     except FileExistsError:
         st = os.lstat(path)

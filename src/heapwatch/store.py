@@ -29,7 +29,7 @@ from heapwatch.model import (
     Snapshot,
 )
 from heapwatch.rundir import STORE_NAME as STORE_NAME
-from heapwatch.rundir import private_file, shown
+from heapwatch.rundir import O_NOFOLLOW, private_file, shown
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -448,7 +448,7 @@ def _set_aside(path: str, size: int) -> str | None:
     not that much room (then there is no reserve)."""
     try:
         private_file(path)
-        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_WRONLY | O_NOFOLLOW)
     except OSError:
         return None
     try:

@@ -16,9 +16,8 @@ import stat
 import tempfile
 from typing import Any
 
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+from heapwatch.rundir import O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, write_at
+
 _MAX_ENTRY = 64 * 1024
 
 
@@ -58,7 +57,7 @@ def _open_dir(create: bool) -> int | None:
         except OSError:
             return None
     try:
-        fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -93,19 +92,7 @@ def register(pid: int, info: dict[str, Any]) -> None:
     if dfd is None:
         return
     try:
-        tmp = f".{pid}.{os.urandom(4).hex()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC,
-                     0o600, dir_fd=dfd)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(info, f)
-            os.replace(tmp, f"{pid}.json", src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except OSError:
-                pass
-            raise
+        write_at(dfd, f"{pid}.json", json.dumps(info).encode())
     finally:
         os.close(dfd)
 
@@ -127,7 +114,7 @@ def lookup(pid: int) -> dict[str, Any] | None:
     if dfd is None:
         return None
     try:
-        fd = os.open(f"{pid}.json", os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dfd)
+        fd = os.open(f"{pid}.json", os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC, dir_fd=dfd)
     except OSError:
         return None
     finally:
