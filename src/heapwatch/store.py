@@ -28,8 +28,8 @@ from heapwatch.model import (
     ProcessStat,
     Snapshot,
 )
-from heapwatch.rundir import STORE_NAME as STORE_NAME
 from heapwatch.rundir import O_NOFOLLOW, private_file, shown
+from heapwatch.rundir import STORE_NAME as STORE_NAME
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
