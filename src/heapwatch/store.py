@@ -352,7 +352,8 @@ class Writer:
         for it in snap.items:
             names.extend((it.key, it.item_type, it.site, it.user_site))
         new = self._name_ids(cur, names)
-        ids: Mapping[str, int] = ChainMap(new, self._names)
+        # Most snapshots bring no new name: then the cache itself, no layer to look through.
+        ids: Mapping[str, int] = ChainMap(new, self._names) if new else self._names
 
         def opt(name: str | None) -> int | None:
             return None if name is None else ids[name]
