@@ -1,7 +1,9 @@
 """Wrap a command: start it with the agent's bootstrap, follow it, end it gracefully.
 
 The agent gets into the target through ``sitecustomize`` on ``PYTHONPATH`` (see
-``heapwatch/_bootstrap``). Ending a run asks the agent for its final snapshot over its
+``heapwatch/_bootstrap``); the target's children get theirs from the fork hook or the
+same bootstrap (``children``), and what has no agent is followed from outside
+(``heapwatch.observe``). Ending a run asks every agent for its final snapshot over its
 private control socket first, then ends the target with SIGINT, SIGTERM, then SIGKILL.
 """
 
@@ -25,7 +27,8 @@ import heapwatch
 from heapwatch.agent.sampler import AgentConfig
 from heapwatch.api import run_meta
 from heapwatch.errors import AgentError, LaunchError, StoreError
-from heapwatch.model import Mark, ProcessStat, Snapshot
+from heapwatch.model import Mark
+from heapwatch.observe import TreeObserver
 from heapwatch.schedule import Phase, start_load, stop_load
 from heapwatch.store import STORE_NAME, LiveReader, Writer
 
@@ -86,8 +89,9 @@ def check_command(cmd: list[str]) -> None:
         raise LaunchError(f"command not found: {cmd[0]}")
 
 
-def child_env(config_path: str) -> dict[str, str]:
+def child_env(config_path: str, children: str = "all") -> dict[str, str]:
     env = dict(os.environ)
+    env["HEAPWATCH_CHILDREN"] = children
     orig = env.get("PYTHONPATH")
     env["HEAPWATCH_HAD_PYTHONPATH"] = "1" if orig is not None else "0"
     if orig is not None:
@@ -131,18 +135,6 @@ def _check_peer(s: socket.socket, sock_path: str, pid: int) -> None:
                          f"(uid {peer_uid}), not by the agent in process {pid} (an impostor?)")
 
 
-def _external_stat(pid: int) -> ProcessStat | None:
-    try:
-        import psutil  # type: ignore[import-untyped]
-
-        p = psutil.Process(pid)
-        with p.oneshot():
-            return ProcessStat(rss=p.memory_info().rss, fds=p.num_fds(),
-                               threads=p.num_threads(), children=len(p.children()))
-    except Exception:
-        return None
-
-
 def run(
     cmd: list[str],
     run_dir: str,
@@ -153,21 +145,25 @@ def run(
     status: Callable[[str], None] | None = None,
     notice: Callable[[str], None] | None = None,
     phases: list[Phase] | None = None,
+    children: str = "all",
 ) -> LaunchResult:
     """Run ``cmd`` under the agent until it exits, ``duration`` passes, or the last of
-    ``phases`` ends (their clock starts when the agent checks in)."""
+    ``phases`` ends (their clock starts when the agent checks in). ``children``: which
+    child processes get an agent too: ``all`` (forked and exec'd Python children),
+    ``fork`` (forked ones), ``none``; the others are recorded from outside."""
     check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
     meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
     meta["cwd"] = os.getcwd()
+    meta["children"] = children
     writer = Writer(store_path, meta={"run": meta}, reserve=RESERVE_BYTES)
     # The run's private files live in a fresh 0700 directory of their own (mkdtemp: made
-    # exclusively, never reused): the control socket, the agent's config, the claim the
-    # first Python process takes, and the agent's start error. A stale one cannot exist.
+    # exclusively, never reused): the control sockets, the agent's config, the claim the
+    # first Python process takes, and the agents' start errors. A stale one cannot exist.
     sock_dir = tempfile.mkdtemp(prefix="heapwatch-")
     sock_path = os.path.join(sock_dir, "agent.sock")
     config = AgentConfig(store=store_path, interval=interval, trace=trace,
-                         trace_depth=trace_depth, control=sock_path)
+                         trace_depth=trace_depth, control=sock_path, children=children)
     config_path = os.path.join(sock_dir, "agent-config.json")
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -191,19 +187,18 @@ def run(
             notice(f"{cmd[0]} does not look like a Python program: unless it starts Python, "
                    f"only process figures (RSS, fds, threads) will be recorded")
     try:
-        proc = subprocess.Popen(cmd, env=child_env(config_path))
+        proc = subprocess.Popen(cmd, env=child_env(config_path, children))
     except OSError as exc:
         writer.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
         raise LaunchError(f"cannot start {cmd[0]}: {exc.strerror or exc}") from None
 
     reader = LiveReader(store_path)
+    observer = TreeObserver(writer, reader, proc.pid, interval, follow=children != "none")
     started = time.monotonic()
-    next_external = started
     next_status = started + 1.0
     checked_in = False
     ended_by = "exit"
-    seq = 0
     old_term = signal.getsignal(signal.SIGTERM)
 
     def _on_term(signum: int, frame: object) -> None:
@@ -230,9 +225,11 @@ def run(
             notice(f"phase {ph.name} for {ph.seconds:g}s"
                    + (f": {' '.join(ph.command)}" if ph.command else ""))
         load = start_load(ph, load_env)  # first: a phase whose load cannot start is not marked
-        try:
-            send_command(sock_path, f"mark {ph.name}", timeout=10.0)
-        except AgentError:  # no agent: the mark still goes into the store
+        from heapwatch.control import broadcast
+
+        replies = broadcast(store_path, f"mark {ph.name}", first=sock_path, timeout=10.0)
+        if not any(r.startswith("ok") for _, r in replies):
+            # no agent: the mark still goes into the store
             store(lambda: writer.write_mark(Mark(t=time.time(), phase=ph.name, pid=proc.pid,
                                                  source="schedule")))
         return True
@@ -248,16 +245,7 @@ def run(
                 now = time.monotonic()
                 if not checked_in:
                     checked_in = reader.meta("agent") is not None
-                if not checked_in and now >= next_external:
-                    stat = _external_stat(proc.pid)
-                    if stat is not None:
-                        seq += 1
-                        snap = Snapshot(
-                            seq=seq, pid=proc.pid, t=time.time(), mono=now, reason="external",
-                            duration_s=0.0, phase=None, traced=False, process=stat,
-                            source="external")
-                        store(functools.partial(writer.write_snapshot, snap))
-                    next_external = now + interval
+                store(functools.partial(observer.poll, now))
                 if status is not None and now >= next_status:
                     n, rss, top = reader.progress()
                     rss_s = f"{rss / 1048576:.1f} MiB" if rss else "–"
@@ -278,14 +266,22 @@ def run(
             ended_by, error = "error", str(exc)
         stop_load(load)
         if proc.poll() is None:
-            _stop_target(proc, sock_path, reader.meta("agent") is not None)
+            _stop_target(proc, sock_path, store_path, reader.meta("agent") is not None)
         checked_in = checked_in or reader.meta("agent") is not None
+        try:
+            observer.poll(force=True)  # the ends nobody reported
+        except Exception:
+            pass
         reason = None if checked_in else _no_agent_reason(sock_dir, cmd, isolating)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         reader.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
     code = proc.returncode
+    if code is not None:
+        store(lambda: writer.end_process(proc.pid, time.time(), "exit",
+                                         exit_code=code if code >= 0 else None,
+                                         exit_signal=-code if code < 0 else None))
     disk_full = writer.full or _disk_full(run_dir)  # before the reserve makes room again
     writer.release_reserve()
     store(lambda: writer.set_meta({"launch": {
@@ -305,13 +301,17 @@ def _disk_full(directory: str) -> bool:
     return free * st.f_frsize < 64 * 1024
 
 
-def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, agent: bool) -> None:
-    """Final snapshot first, then SIGINT, SIGTERM, SIGKILL, each given time to work."""
-    if agent and os.path.exists(sock_path):
-        try:
-            send_command(sock_path, "stop", timeout=30.0)
-        except Exception:
-            pass
+def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, store: str, agent: bool
+                 ) -> None:
+    """Final snapshots first (every agent of the run, the root's first so that its fork
+    hook starts no new one), then SIGINT, SIGTERM, SIGKILL, each given time to work."""
+    from heapwatch.control import broadcast
+
+    try:
+        broadcast(store, "stop", first=sock_path if agent and os.path.exists(sock_path)
+                  else None, timeout=30.0)
+    except Exception:
+        pass
     for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         if proc.poll() is not None:
             return

@@ -3,7 +3,18 @@
 WAL mode and one transaction per snapshot, so a run killed at any moment keeps every
 finished snapshot and a reader can follow a live run. Strings that repeat (type names,
 sites, container keys) are interned in ``names``. The schema is versioned in ``meta``;
-a file from another version is refused with a clear error, never guessed at.
+a file from another version is refused with a clear error, never guessed at (version 1
+stores, from before runs had several processes, are still read).
+
+A run is a tree of processes: every watched process writes its own stream (snapshots by
+pid) through its own connection, and its lifecycle into ``processes`` and ``events``.
+Many writers share the file safely: WAL, ``BEGIN IMMEDIATE`` (a transaction takes the
+write lock up front, so two writers never deadlock upgrading), a busy timeout, and names
+interned inside the writing transaction (``INSERT OR IGNORE`` then read back), so ids are
+the same for every process.
+
+A write that fails costs only itself (rolled back with the name ids it looked up); the
+reader checks every value it hands on and skips, counts and names what it cannot use.
 
 The writer is used inside the target by the agent, so this module needs the stdlib only.
 """
@@ -21,10 +32,12 @@ from typing import Any
 
 from heapwatch.errors import SchemaError, StoreError, StoreFullError
 from heapwatch.model import (
+    READABLE_SCHEMAS,
     SCHEMA_VERSION,
     ContainerStat,
     ItemSample,
     Mark,
+    ProcessInfo,
     ProcessStat,
     Snapshot,
 )
@@ -64,7 +77,21 @@ CREATE TABLE IF NOT EXISTS marks (
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, t REAL NOT NULL, kind TEXT NOT NULL,
     message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS processes (
+    id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, ppid INTEGER, t_start REAL NOT NULL,
+    how TEXT NOT NULL, role TEXT, program TEXT, control TEXT, python TEXT,
+    t_end REAL, end_reason TEXT, exit_code INTEGER, exit_signal INTEGER);
+CREATE INDEX IF NOT EXISTS processes_by_pid ON processes (pid);
 """
+_PROCESS_COLUMNS = ("id, pid, ppid, t_start, how, role, program, control, python, t_end,"
+                    " end_reason, exit_code, exit_signal")
+
+
+def _process(row: tuple[Any, ...]) -> ProcessInfo:
+    return ProcessInfo(id=row[0], pid=row[1], ppid=row[2], t_start=row[3], how=row[4],
+                       role=row[5], program=row[6], control=row[7], python=row[8],
+                       t_end=row[9], end_reason=row[10], exit_code=row[11],
+                       exit_signal=row[12])
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -152,14 +179,15 @@ def _store_error(exc: BaseException, path: str, doing: str) -> StoreError:
     return StoreError(f"cannot {doing} in {shown(path)}: {text}")
 
 
-def _check_version(conn: sqlite3.Connection, path: str) -> bool:
-    """True when the file already holds a heapwatch schema; raise when it holds another."""
+def _check_version(conn: sqlite3.Connection, path: str, write: bool = False) -> int | None:
+    """The file's schema version, None when it holds no schema yet; raise when it holds
+    another kind of file, or a version this heapwatch cannot read (``write``: append to)."""
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except _DAMAGE as exc:
         raise _unreadable(path, exc) from None
     if not tables:
-        return False
+        return None
     if "meta" not in tables:
         raise StoreError(f"{shown(path)} is not a heapwatch run store (no meta table)")
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -169,13 +197,19 @@ def _check_version(conn: sqlite3.Connection, path: str) -> bool:
         version = int(row[0])
     except (ValueError, TypeError):
         raise SchemaError(f"{shown(path)} has an unknown schema version {row[0]!r}") from None
-    if version != SCHEMA_VERSION:
-        newer = "a newer" if version > SCHEMA_VERSION else "an older"
+    if version > SCHEMA_VERSION or version not in READABLE_SCHEMAS:
+        newer = "a newer" if version > SCHEMA_VERSION else "an unknown"
         raise SchemaError(
             f"{shown(path)} was written by {newer} heapwatch (store schema {version}; this one reads "
-            f"{SCHEMA_VERSION}): open it with the heapwatch version that wrote it"
+            f"{', '.join(map(str, READABLE_SCHEMAS))}): open it with the heapwatch version "
+            f"that wrote it"
         )
-    return True
+    if write and version != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{shown(path)} was written by an older heapwatch (store schema {version}): it can be "
+            f"read and reported, but not recorded into; start a new run directory"
+        )
+    return version
 
 
 class Writer:
@@ -199,6 +233,7 @@ class Writer:
         self._lock = threading.Lock()
         self._names: dict[str, int] = {}  # committed ids only
         self._cur: sqlite3.Cursor | None = None
+        self._parked = False  # connection closed for a fork; the next write reopens it
         self.failures = 0
         self.full = False
         self._reserve: str | None = None
@@ -213,7 +248,7 @@ class Writer:
                              f"{exc.strerror or exc}") from None
         self._conn: sqlite3.Connection | None = _connect(path)
         try:
-            existing = _check_version(self._conn, path)
+            existing = _check_version(self._conn, path, write=True) is not None
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             if not existing:
@@ -277,6 +312,9 @@ class Writer:
                     pass
 
     def _txn(self) -> Writer._Txn:
+        if self._conn is None and self._parked:
+            self._conn = _connect(self.path)
+            self._parked = False
         if self._conn is None:
             raise StoreError(f"run store {shown(self.path)} is closed")
         # One cursor for the writer's life: sqlite3 keeps a weak reference to every cursor
@@ -413,9 +451,115 @@ class Writer:
             (pid, t, storable(kind), storable(message[:2000])),
         ))
 
+    # -- the processes of a run ---------------------------------------------------------------
+    def register_process(self, info: ProcessInfo, supersedes: str = "gone") -> int:
+        """Record that ``info.pid`` is watched from now on (lifecycle event ``started``);
+        return its row id. A row recorded from outside for the same pid (seen before its
+        agent checked in) becomes this one; another open row of the pid is ended with
+        ``supersedes`` (``exec``: the process replaced its image; ``gone``: the pid was
+        reused after an exit nobody saw)."""
+        role, program, control, python = (None if v is None else storable(v) for v in
+                                           (info.role, info.program, info.control, info.python))
+
+        def body(cur: sqlite3.Cursor) -> int:
+            open_rows = cur.execute(
+                "SELECT id, how, t_start FROM processes WHERE pid=? AND t_end IS NULL"
+                " ORDER BY id", (info.pid,)).fetchall()
+            row_id: int | None = None
+            if info.how == "external":
+                # Seen from outside while (or just after) its agent registered: the agent's
+                # row stands.
+                agent = [rid for rid, how, _ in open_rows if how != "external"]
+                if agent:
+                    return int(agent[-1])
+            for rid, how, _t_start in open_rows:
+                if how == "external" and info.how != "external" and row_id is None:
+                    row_id = rid
+                    cur.execute(
+                        "UPDATE processes SET ppid=COALESCE(?, ppid), how=?, role=?, program=?,"
+                        " control=?, python=? WHERE id=?",
+                        (info.ppid, info.how, role, program, control, python, rid))
+                else:
+                    cur.execute("UPDATE processes SET t_end=?, end_reason=? WHERE id=?",
+                                (info.t_start, supersedes, rid))
+                    cur.execute("INSERT INTO events (pid, t, kind, message) VALUES (?,?,?,?)",
+                                (info.pid, info.t_start, "exited", supersedes))
+            if row_id is None:
+                cur.execute(
+                    f"INSERT INTO processes ({_PROCESS_COLUMNS}) VALUES"
+                    " (NULL,?,?,?,?,?,?,?,?,NULL,NULL,NULL,NULL)",
+                    (info.pid, info.ppid, info.t_start, info.how, role, program, control,
+                     python))
+                row_id = cur.lastrowid
+            what = " ".join(x for x in (info.how, role or "", program or "") if x)
+            cur.execute("INSERT INTO events (pid, t, kind, message) VALUES (?,?,?,?)",
+                        (info.pid, info.t_start, "started",
+                         what + (f" (parent {info.ppid})" if info.ppid else "")))
+            assert row_id is not None
+            return row_id
+
+        row: int = self._write("record a process", body)
+        return row
+
+    def end_process(self, pid: int, t: float, reason: str, exit_code: int | None = None,
+                    exit_signal: int | None = None) -> None:
+        """Record the end of the latest row of ``pid`` (lifecycle event ``exited``). An
+        exit code or signal learnt later (the launcher reaps the command after its agent
+        said ``exit``) is added to a row already ended."""
+
+        def body(cur: sqlite3.Cursor) -> None:
+            row = cur.execute("SELECT id, t_end FROM processes WHERE pid=? ORDER BY id DESC"
+                              " LIMIT 1", (pid,)).fetchone()
+            if row is None:
+                return
+            if row[1] is None:
+                cur.execute("UPDATE processes SET t_end=?, end_reason=?, exit_code=?,"
+                            " exit_signal=? WHERE id=?",
+                            (t, reason, exit_code, exit_signal, row[0]))
+            elif exit_code is not None or exit_signal is not None:
+                cur.execute("UPDATE processes SET exit_code=COALESCE(exit_code, ?),"
+                            " exit_signal=COALESCE(exit_signal, ?) WHERE id=?",
+                            (exit_code, exit_signal, row[0]))
+            else:
+                return
+            how = (f"signal {exit_signal}" if exit_signal is not None else
+                   f"code {exit_code}" if exit_code is not None else "code not observable")
+            cur.execute("INSERT INTO events (pid, t, kind, message) VALUES (?,?,?,?)",
+                        (pid, t, "exited", f"{reason}, {how}"))
+
+        self._write("record the end of a process", body)
+
+    # -- fork ---------------------------------------------------------------------------------
+    def suspend(self, timeout: float) -> bool:
+        """Before a fork: wait (at most ``timeout`` s) for the write in flight, then close the
+        connection, so that the child inherits no SQLite state: no mutex held by a call in
+        flight, nothing of the parent's file locks in SQLite's per-process lock table (a
+        connection opened in the child would trust them). False when the write did not end
+        in time (then nothing changed). Holds the writer's lock until :meth:`resume`; the
+        next write reopens the connection."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+            self._cur = None
+            self._parked = True
+        return True
+
+    def resume(self) -> None:
+        """After the fork, in the parent: writes go on (the connection reopens on the next)."""
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass
+
     def close(self) -> None:
         self.release_reserve()
         with self._lock:
+            self._parked = False
             if self._conn is not None:
                 try:
                     self._conn.close()
@@ -438,10 +582,11 @@ class Writer:
         """Forget the connection without touching it (after fork: it belongs to the parent)."""
         self._conn = None
         self._cur = None
+        self._parked = False
 
     @property
     def closed(self) -> bool:
-        return self._conn is None
+        return self._conn is None and not self._parked
 
 
 def _set_aside(path: str, size: int) -> str | None:
@@ -475,6 +620,7 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[i : i + size]
 
 
+
 @dataclass
 class RunData:
     """A whole run, loaded for analysis. ``skipped`` counts what could not be read (by
@@ -485,6 +631,8 @@ class RunData:
     snapshots: list[Snapshot]
     marks: list[Mark] = field(default_factory=list)
     events: list[tuple[int, float, str, str]] = field(default_factory=list)
+    processes: list[ProcessInfo] = field(default_factory=list)  # empty in version 1 stores
+    schema: int = SCHEMA_VERSION
     skipped: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -515,13 +663,14 @@ def open_run(path: str) -> RunData:
                          f"{STORE_NAME}")
     conn, wal_unread = _connect_read(path)
     try:
-        if not _check_version(conn, path):
+        version = _check_version(conn, path)
+        if version is None:
             if wal_unread:
                 raise StoreError(f"cannot read {shown(path)} here: its data is in "
                                  f"{STORE_NAME}-wal, which SQLite reads only with write access "
                                  f"to the directory; copy the run directory somewhere writable")
             raise StoreError(f"{shown(path)} is empty: the run never started writing")
-        run = _load(conn, path)
+        run = _load(conn, path, version)
         if wal_unread:
             run.skipped["write-ahead log with the newest snapshots (readable only with write "
                         "access to the directory)"] = 1
@@ -536,60 +685,55 @@ def open_run(path: str) -> RunData:
 
 
 # What a column must hold to be used: SQLite keeps whatever it is given (text in an
-# INTEGER column), so the reader checks every value it hands on.
-def _is_int(v: object) -> bool:
-    return type(v) is int
-
-
-def _is_num(v: object) -> bool:
-    return (type(v) is int or type(v) is float) and v == v and v not in (_INF, -_INF)
-
-
-def _is_text(v: object) -> bool:
-    return type(v) is str
-
-
-def _opt(check: Callable[[object], bool]) -> Callable[[object], bool]:
-    return lambda v: v is None or check(v)
-
-
-_INF = float("inf")
-_ROW = Callable[[object], bool]
+# INTEGER column), so the reader checks every value it hands on, in SQL (fast: rows of
+# the wrong kind are counted, never fetched).
+_KINDS = {
+    "int": "typeof({c}) = 'integer'",
+    "num": "(typeof({c}) IN ('integer', 'real') AND abs({c}) < 9e999)",
+    "text": "typeof({c}) = 'text'",
+    "int?": "typeof({c}) IN ('integer', 'null')",
+    "num?": "(typeof({c}) = 'null' OR (typeof({c}) IN ('integer', 'real') AND abs({c}) < 9e999))",
+    "text?": "typeof({c}) IN ('text', 'null')",
+}
 
 
 class _Reader:
-    """Reads a store row by row, skipping (and counting) what cannot be used."""
+    """Reads a store table by table, skipping (and counting) what cannot be used."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.skipped: Counter[str] = Counter()
         self.names: dict[int, str] = {}
 
-    def rows(self, sql: str, kinds: tuple[_ROW, ...], what: str) -> Iterator[tuple[Any, ...]]:
-        """The rows of ``sql`` whose values are of ``kinds``; a damaged table is read up
-        to the damage."""
+    def rows(self, table: str, columns: str, what: str, order: str = ""
+             ) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``table`` whose ``columns`` (``name:kind, ...``) hold their kind of
+        value; a damaged table is read up to the damage."""
+        cols = [c.strip().split(":") for c in columns.split(",")]
+        good = " AND ".join(_KINDS[k].format(c=c) for c, k in cols)
         try:
-            for row in self.conn.execute(sql):
-                if all(ok(v) for ok, v in zip(kinds, row, strict=True)):
-                    yield row
-                else:
-                    self.skipped[f"{what} with a value of the wrong type"] += 1
+            bad = self.conn.execute(f"SELECT count(*) FROM {table} WHERE NOT ({good})"
+                                    ).fetchone()[0]
+            if bad:
+                self.skipped[f"{what} with a value of the wrong type"] += bad
+            yield from self.conn.execute(
+                f"SELECT {', '.join(c for c, _ in cols)} FROM {table} WHERE {good} {order}")
         except _DAMAGE:
             self.skipped[f"unreadable pages of {what}"] += 1
 
-    def name(self, nid: object, what: str) -> str:
-        name = self.names.get(nid) if type(nid) is int else None
+    def name(self, nid: int, what: str) -> str:
+        name = self.names.get(nid)
         if name is None:
             self.skipped[f"{what} naming an unknown string id"] += 1
             raise LookupError(nid)
         return name
 
-    def opt_name(self, nid: object, what: str) -> str | None:
+    def opt_name(self, nid: int | None, what: str) -> str | None:
         return None if nid is None else self.name(nid, what)
 
-    def json(self, text: object, what: str, check: Callable[[Any], bool]) -> Any:
+    def json(self, text: str, what: str, check: Callable[[Any], bool]) -> Any:
         try:
-            value = json.loads(text) if type(text) is str else None
+            value = json.loads(text)
         except ValueError:
             value = None
         if value is None or not check(value):
@@ -599,8 +743,6 @@ class _Reader:
 
 
 _META_OBJECTS = ("run", "agent", "launch", "agent_stopped", "attach")
-_I, _N, _T = _is_int, _is_num, _is_text
-_OI, _OT = _opt(_is_int), _opt(_is_text)
 
 
 def _int_list(v: Any) -> bool:
@@ -611,50 +753,49 @@ def _text_list(v: Any) -> bool:
     return isinstance(v, list) and all(type(x) is str for x in v)
 
 
-def _load(conn: sqlite3.Connection, path: str) -> RunData:
+def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
     r = _Reader(conn)
     meta: dict[str, Any] = {}
-    for key, value in r.rows("SELECT key, value FROM meta", (_T, _T), "meta entries"):
+    for key, value in r.rows("meta", "key:text, value:text", "meta entries"):
         try:
             meta[key] = r.json(value, "meta entries",
                                (lambda v: isinstance(v, dict)) if key in _META_OBJECTS
                                else (lambda v: True))
         except ValueError:
             continue
-    r.names = dict(r.rows("SELECT id, name FROM names", (_I, _T), "names"))
+    r.names = dict(r.rows("names", "id:int, name:text", "names"))
     types: dict[int, dict[str, int]] = {}
-    for sid, nid, count in r.rows("SELECT snapshot_id, name_id, count FROM type_counts",
-                                  (_I, _I, _I), "type counts"):
+    for sid, nid, count in r.rows("type_counts", "snapshot_id:int, name_id:int, count:int",
+                                  "type counts"):
         try:
             types.setdefault(sid, {})[r.name(nid, "type counts")] = count
         except LookupError:
             continue
     sites: dict[int, dict[str, tuple[int, int]]] = {}
     for sid, nid, count, size in r.rows(
-        "SELECT snapshot_id, name_id, count, size FROM site_stats", (_I, _I, _I, _I),
-        "site statistics"
+        "site_stats", "snapshot_id:int, name_id:int, count:int, size:int", "site statistics"
     ):
         try:
             sites.setdefault(sid, {})[r.name(nid, "site statistics")] = (count, size)
         except LookupError:
             continue
     conts: dict[int, list[ContainerStat]] = {}
+    what = "container lengths"
     for sid, kid, tid, length, size, pid_ in r.rows(
-        "SELECT snapshot_id, key_id, type_id, length, size, path_id FROM container_lens",
-        (_I, _I, _I, _I, _I, _OI), "container lengths"
+        "container_lens",
+        "snapshot_id:int, key_id:int, type_id:int, length:int, size:int, path_id:int?", what
     ):
-        what = "container lengths"
         try:
             conts.setdefault(sid, []).append(ContainerStat(
                 r.name(kid, what), r.name(tid, what), length, size, r.opt_name(pid_, what)))
         except LookupError:
             continue
     items: dict[int, list[ItemSample]] = {}
+    what = "item samples"
     for sid, kid, tid, sampled, site, usite, nbytes in r.rows(
-        "SELECT snapshot_id, key_id, item_type_id, sampled, site_id, user_site_id, item_bytes"
-        " FROM item_samples", (_I, _I, _I, _I, _OI, _OI, _I), "item samples"
+        "item_samples", "snapshot_id:int, key_id:int, item_type_id:int, sampled:int,"
+        " site_id:int?, user_site_id:int?, item_bytes:int", what
     ):
-        what = "item samples"
         try:
             items.setdefault(sid, []).append(ItemSample(
                 r.name(kid, what), r.name(tid, what), sampled, r.opt_name(site, what),
@@ -663,13 +804,13 @@ def _load(conn: sqlite3.Connection, path: str) -> RunData:
             continue
     snaps = []
     for row in r.rows(
-        "SELECT id, pid, seq, t, mono, reason, duration_s, phase, traced, source, rss, fds,"
-        " threads, children, allocated_blocks, gc_objects, gc_collections, traced_current,"
-        " traced_peak, tracemalloc_overhead, errors, sockets, tmp_files, gc_garbage"
-        " FROM snapshots ORDER BY t, id",
-        (_I, _I, _I, _N, _N, _T, _N, _OT, _I, _T, _I, _OI, _OI, _OI, _OI, _OI, _OT, _OI,
-         _OI, _OI, _OT, _OI, _OI, _OI),
         "snapshots",
+        "id:int, pid:int, seq:int, t:num, mono:num, reason:text, duration_s:num, phase:text?,"
+        " traced:int, source:text, rss:int, fds:int?, threads:int?, children:int?,"
+        " allocated_blocks:int?, gc_objects:int?, gc_collections:text?, traced_current:int?,"
+        " traced_peak:int?, tracemalloc_overhead:int?, errors:text?, sockets:int?,"
+        " tmp_files:int?, gc_garbage:int?",
+        "snapshots", "ORDER BY t, id",
     ):
         sid = row[0]
         try:
@@ -695,13 +836,22 @@ def _load(conn: sqlite3.Connection, path: str) -> RunData:
         )
     marks = [
         Mark(t=float(t), phase=phase, pid=pid, source=src)
-        for pid, t, phase, src in r.rows("SELECT pid, t, phase, source FROM marks ORDER BY t",
-                                         (_I, _N, _T, _T), "marks")
+        for pid, t, phase, src in r.rows("marks", "pid:int, t:num, phase:text, source:text",
+                                         "marks", "ORDER BY t")
     ]
     events = [(pid, float(t), kind, message) for pid, t, kind, message in r.rows(
-        "SELECT pid, t, kind, message FROM events ORDER BY t, id", (_I, _N, _T, _T), "events")]
+        "events", "pid:int, t:num, kind:text, message:text", "events", "ORDER BY t, id")]
+    procs: list[ProcessInfo] = []
+    if version >= 2:
+        procs = [_process(row) for row in r.rows("processes", _PROCESS_KINDS, "processes",
+                                                  "ORDER BY t_start, id")]
     return RunData(path=path, meta=meta, snapshots=snaps, marks=marks, events=events,
-                   skipped=dict(r.skipped))
+                   processes=procs, schema=version, skipped=dict(r.skipped))
+
+
+_PROCESS_KINDS = ("id:int, pid:int, ppid:int?, t_start:num, how:text, role:text?,"
+                  " program:text?, control:text?, python:text?, t_end:num?, end_reason:text?,"
+                  " exit_code:int?, exit_signal:int?")
 
 
 class LiveReader:
@@ -740,6 +890,14 @@ class LiveReader:
             return 0, None, None
         top = f"{grower[0]} +{grower[1]}" if grower and grower[1] > 0 else None
         return len(rows), rows[-1][1], top
+
+    def processes(self) -> list[ProcessInfo]:
+        """The processes of the run so far (none while it has not written any)."""
+        try:
+            return [_process(r) for r in self._conn.execute(
+                f"SELECT {_PROCESS_COLUMNS} FROM processes ORDER BY id")]
+        except (sqlite3.Error, ValueError, TypeError):
+            return []
 
     def close(self) -> None:
         self._conn.close()

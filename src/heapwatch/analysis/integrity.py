@@ -7,6 +7,8 @@ failed; rows the reader could not use are counted in ``RunData.skipped``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from heapwatch.model import Snapshot
 from heapwatch.store import RunData
 
@@ -40,3 +42,9 @@ def store_problems(run: RunData) -> list[str]:
     if summary:
         out.append(summary)
     return out
+
+
+def agent_errors(run: RunData, snapshots: Iterable[Snapshot]) -> list[str]:
+    """report.json ``agent.errors``: what the store lost first, then what the collectors of
+    ``snapshots`` recorded (type and place of each error, never its message)."""
+    return store_problems(run) + sorted({e for s in snapshots for e in s.errors})
