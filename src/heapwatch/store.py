@@ -21,6 +21,7 @@ The writer is used inside the target by the agent, so this module needs the stdl
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -703,12 +704,11 @@ class _Reader:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.skipped: Counter[str] = Counter()
-        self.names: dict[int, str] = {}
 
-    def rows(self, table: str, columns: str, what: str, order: str = ""
-             ) -> Iterator[tuple[Any, ...]]:
+    def batches(self, table: str, columns: str, what: str, order: str = ""
+                ) -> Iterator[list[tuple[Any, ...]]]:
         """The rows of ``table`` whose ``columns`` (``name:kind, ...``) hold their kind of
-        value; a damaged table is read up to the damage."""
+        value, a batch at a time; a damaged table is read up to the damage."""
         cols = [c.strip().split(":") for c in columns.split(",")]
         good = " AND ".join(_KINDS[k].format(c=c) for c, k in cols)
         try:
@@ -716,20 +716,22 @@ class _Reader:
                                     ).fetchone()[0]
             if bad:
                 self.skipped[f"{what} with a value of the wrong type"] += bad
-            yield from self.conn.execute(
-                f"SELECT {', '.join(c for c, _ in cols)} FROM {table} WHERE {good} {order}")
+            where = f"WHERE {good}" if bad else ""  # the filter costs: only when needed
+            cur = self.conn.execute(
+                f"SELECT {', '.join(c for c, _ in cols)} FROM {table} {where} {order}")
+            while batch := cur.fetchmany(4096):
+                yield batch
         except _DAMAGE:
             self.skipped[f"unreadable pages of {what}"] += 1
 
-    def name(self, nid: int, what: str) -> str:
-        name = self.names.get(nid)
-        if name is None:
-            self.skipped[f"{what} naming an unknown string id"] += 1
-            raise LookupError(nid)
-        return name
+    def rows(self, table: str, columns: str, what: str, order: str = ""
+             ) -> Iterator[tuple[Any, ...]]:
+        return itertools.chain.from_iterable(self.batches(table, columns, what, order))
 
-    def opt_name(self, nid: int | None, what: str) -> str | None:
-        return None if nid is None else self.name(nid, what)
+    def dangling(self, what: str, n: int) -> None:
+        """``n`` rows of ``what`` named a string id that is not in ``names``."""
+        if n:
+            self.skipped[f"{what} naming an unknown string id"] += n
 
     def json(self, text: str, what: str, check: Callable[[Any], bool]) -> Any:
         try:
@@ -763,45 +765,59 @@ def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
                                else (lambda v: True))
         except ValueError:
             continue
-    r.names = dict(r.rows("names", "id:int, name:text", "names"))
+    names = dict(r.rows("names", "id:int, name:text", "names"))
+    # The big tables: names looked up inline (no call per row), a dangling id counted.
     types: dict[int, dict[str, int]] = {}
-    for sid, nid, count in r.rows("type_counts", "snapshot_id:int, name_id:int, count:int",
-                                  "type counts"):
-        try:
-            types.setdefault(sid, {})[r.name(nid, "type counts")] = count
-        except LookupError:
-            continue
+    lost = 0
+    for batch in r.batches("type_counts", "snapshot_id:int, name_id:int, count:int",
+                           "type counts"):
+        for sid, nid, count in batch:
+            name = names.get(nid)
+            if name is None:
+                lost += 1
+            else:
+                types.setdefault(sid, {})[name] = count
+    r.dangling("type counts", lost)
     sites: dict[int, dict[str, tuple[int, int]]] = {}
-    for sid, nid, count, size in r.rows(
-        "site_stats", "snapshot_id:int, name_id:int, count:int, size:int", "site statistics"
-    ):
-        try:
-            sites.setdefault(sid, {})[r.name(nid, "site statistics")] = (count, size)
-        except LookupError:
-            continue
+    lost = 0
+    for batch in r.batches("site_stats", "snapshot_id:int, name_id:int, count:int, size:int",
+                           "site statistics"):
+        for sid, nid, count, size in batch:
+            name = names.get(nid)
+            if name is None:
+                lost += 1
+            else:
+                sites.setdefault(sid, {})[name] = (count, size)
+    r.dangling("site statistics", lost)
     conts: dict[int, list[ContainerStat]] = {}
-    what = "container lengths"
-    for sid, kid, tid, length, size, pid_ in r.rows(
+    lost = 0
+    for batch in r.batches(
         "container_lens",
-        "snapshot_id:int, key_id:int, type_id:int, length:int, size:int, path_id:int?", what
+        "snapshot_id:int, key_id:int, type_id:int, length:int, size:int, path_id:int?",
+        "container lengths"
     ):
-        try:
-            conts.setdefault(sid, []).append(ContainerStat(
-                r.name(kid, what), r.name(tid, what), length, size, r.opt_name(pid_, what)))
-        except LookupError:
-            continue
+        for sid, kid, tid, length, size, pid_ in batch:
+            key, ctype, cpath = names.get(kid), names.get(tid), names.get(pid_)
+            if key is None or ctype is None or (cpath is None and pid_ is not None):
+                lost += 1
+            else:
+                conts.setdefault(sid, []).append(ContainerStat(key, ctype, length, size, cpath))
+    r.dangling("container lengths", lost)
     items: dict[int, list[ItemSample]] = {}
-    what = "item samples"
+    lost = 0
     for sid, kid, tid, sampled, site, usite, nbytes in r.rows(
         "item_samples", "snapshot_id:int, key_id:int, item_type_id:int, sampled:int,"
-        " site_id:int?, user_site_id:int?, item_bytes:int", what
+        " site_id:int?, user_site_id:int?, item_bytes:int", "item samples"
     ):
-        try:
-            items.setdefault(sid, []).append(ItemSample(
-                r.name(kid, what), r.name(tid, what), sampled, r.opt_name(site, what),
-                r.opt_name(usite, what), nbytes))
-        except LookupError:
-            continue
+        key, itype, isite, iusite = (names.get(kid), names.get(tid), names.get(site),
+                                     names.get(usite))
+        if (key is None or itype is None or (isite is None and site is not None)
+                or (iusite is None and usite is not None)):
+            lost += 1
+        else:
+            items.setdefault(sid, []).append(ItemSample(key, itype, sampled, isite, iusite,
+                                                        nbytes))
+    r.dangling("item samples", lost)
     snaps = []
     for row in r.rows(
         "snapshots",
