@@ -159,6 +159,10 @@ def storable(text: str) -> str:
         return raw.decode("utf-8", "backslashreplace")
 
 
+# What a write that SQLite (or the binding of a value) refused raises. Anything else (a
+# signal's exception, KeyboardInterrupt) rolls the transaction back and goes on up as it is.
+_REFUSED = (sqlite3.Error, ValueError, TypeError, ArithmeticError, LookupError)
+
 # What damage inside a file looks like to the reader (an error message of SQLite's can
 # itself carry the damaged bytes).
 _DAMAGE = (sqlite3.DatabaseError, UnicodeDecodeError)
@@ -332,9 +336,7 @@ class Writer:
             try:
                 with self._txn() as cur:
                     result = body(cur)
-            except StoreError:
-                raise
-            except Exception as exc:
+            except _REFUSED as exc:
                 self.failures += 1
                 error = _store_error(exc, self.path, doing)
                 self.full = self.full or isinstance(error, StoreFullError)

@@ -292,3 +292,28 @@ def test_case08_agent_reports_the_lost_snapshot_and_goes_on(tmp_path: Any) -> No
     assert errors[0].startswith("1 snapshot(s) were lost") and "StoreError" in errors[0]
 
 
+
+
+class Interrupt(Exception):
+    """Like heapwatch run's SIGTERM exception: raised wherever the signal lands."""
+
+
+def test_case08_an_interrupt_during_a_write_rolls_back_and_goes_on_up(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = Writer(str(tmp_path / "run.sqlite"), meta={"run": {}})
+    w.write_snapshot(snap(1))
+    real = Writer._name_ids
+
+    def interrupted(self: Writer, cur: Any, names: Any) -> dict[str, int]:
+        real(self, cur, names)
+        raise Interrupt()
+
+    monkeypatch.setattr(Writer, "_name_ids", interrupted)
+    with pytest.raises(Interrupt):  # not turned into a StoreError that a caller would swallow
+        w.write_snapshot(snap(2, ("app.New",)))
+    monkeypatch.undo()
+    w.write_snapshot(snap(3, ("app.New",)))
+    w.close()
+    assert w.failures == 0
+    run = open_run(str(tmp_path))
+    assert [s.seq for s in run.snapshots] == [1, 3] and run.snapshots[1].types["app.New"] == 3
