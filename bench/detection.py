@@ -396,10 +396,6 @@ def print_details(rows: list[Row], judged: list[dict[str, Any]]) -> None:
                     or row.hw.get("verdict") not in ("leak", "no-leak"):
                 print(f"    verdict_reason: {row.hw.get('verdict_reason')}; agent: {ag}; "
                       f"notes: {row.hw.get('notes')}")
-            agent_error = os.path.join(row.hw_dir, "agent-error.txt")
-            if os.path.exists(agent_error):
-                with open(agent_error, encoding="utf-8") as f:
-                    print(f"    agent-error.txt: {f.read().strip()}")
             for t in j["false_flag_titles"]:
                 print(f"    false flag: {short(t, 110)}")
         if row.anchors_error:

@@ -17,6 +17,11 @@ class StoreError(HeapwatchError):
     """A run store could not be opened, read or written."""
 
 
+class StoreFullError(StoreError):
+    """The disk (or the file size limit) is full: the write was rolled back, nothing else
+    was lost."""
+
+
 class SchemaError(StoreError):
     """A run store written by another (newer or unknown) schema version."""
 
@@ -27,3 +32,14 @@ class AgentError(HeapwatchError):
 
 class LaunchError(HeapwatchError):
     """A target command could not be started."""
+
+
+class ReportError(HeapwatchError):
+    """Some reports could not be written (a full disk, a read-only directory). ``written``
+    holds the ones that were ({format: path}), ``failed`` why the others were not."""
+
+    def __init__(self, message: str, written: dict[str, str] | None = None,
+                 failed: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.written = dict(written or {})
+        self.failed = dict(failed or {})

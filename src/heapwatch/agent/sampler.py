@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 from heapwatch.agent import census, items, lineage, naming, paths, process, registry, sites
-from heapwatch.errors import AgentError
+from heapwatch.durations import check_seconds
+from heapwatch.errors import AgentError, UsageError
 from heapwatch.model import (
     TRACE_MODES,
     ContainerStat,
@@ -69,8 +70,11 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.trace not in TRACE_MODES:
             raise AgentError(f"trace must be one of {', '.join(TRACE_MODES)}, not {self.trace!r}")
-        if not self.interval > 0:
-            raise AgentError(f"interval must be greater than zero, not {self.interval!r}")
+        for name in ("interval", "discover_budget_s"):
+            try:
+                check_seconds(getattr(self, name))
+            except UsageError as exc:
+                raise AgentError(f"{name}: {exc}") from None
         if self.trace_depth < 0:
             raise AgentError(f"trace_depth must be 0 or more, not {self.trace_depth!r}")
         if self.children not in lineage.CHILDREN_MODES:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from heapwatch.analysis import phases as _phases
+from heapwatch.analysis.integrity import agent_errors
 from heapwatch.analysis.series import Series, build, main_pid
 from heapwatch.analysis.trend import DEFAULT, Trend, TrendParams, assess, theil_sen, warmup_cut
 from heapwatch.model import Finding, Growth, Mark
@@ -175,6 +176,8 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
             "the agent never checked in"
         )
         notes.append(f"No Python heap data: {why}. Only process figures were recorded.")
+    if run.skipped:
+        notes.append(f"The store is damaged: {run.skipped_summary()}.")
     ser = build(run, pid, source)
     n = len(ser.snapshots)
     findings: list[Finding] = []
@@ -210,7 +213,7 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
 
     pauses = [s.duration_s for s in ser.snapshots] if source == "agent" else []
     traced = sum(1 for s in ser.snapshots if s.traced)
-    errors = sorted({e for s in ser.snapshots for e in s.errors})
+    errors = agent_errors(run, ser.snapshots)
     duration = ser.xs[-1] if ser.xs else 0.0
     phase_info, derived = _phases.phases(ser, run.marks, start)
     phase_cmp = _phases.comparison(phase_info)

@@ -26,11 +26,11 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION
+from heapwatch.cli.options import DURATION, PID
 
 
 @click.command("attach", help=__doc__)
-@click.argument("pid", type=click.IntRange(min=1))
+@click.argument("pid", type=PID)
 @click.option("--duration", type=DURATION, default=None,
               help="Record this long (default: until Ctrl-C, heapwatch stop PID, or exit).")
 @click.option("--interval", type=DURATION, default="5s", show_default=True,
@@ -61,9 +61,9 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
             force: bool, tree: bool) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.attach.session import AttachOptions, record
+    from heapwatch.cli.options import finish
     from heapwatch.durations import format_duration
     from heapwatch.model import default_trace_depth
-    from heapwatch.report import summary_lines, write_reports
     from heapwatch.rundir import default_run_dir
 
     if trace_depth is None:
@@ -97,10 +97,7 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
              "stopped": "by 'heapwatch stop'", "exit": "because the process exited"}
     gone = "" if result.ended_by == "exit" else f"; process {pid} keeps running"
     click.echo(f"heapwatch: agent stopped {ended.get(result.ended_by, '')}{gone}", err=True)
-    analysis = analyze_run(result.run_dir)
-    paths = write_reports(analysis, result.run_dir)
-    for line in summary_lines(analysis, paths["json"]):
-        click.echo(line, err=True)
+    finish(analyze_run(result.run_dir), cgroup=False)
     sys.exit(130 if result.ended_by == "interrupt" else 0)
 
 

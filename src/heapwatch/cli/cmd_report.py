@@ -25,18 +25,13 @@ def command(run_dir: str, formats: str, out: str | None, open_: bool, limit: str
             ) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.analysis.budgets import parse_budget
-    from heapwatch.analysis.projection import cgroup_memory_limit
-    from heapwatch.report import summary_lines, write_reports
+    from heapwatch.cli.options import finish
 
-    limit_bytes = (int(parse_budget(f"rss-max={limit}").limit) if limit
-                   else cgroup_memory_limit())
+    limit_bytes = int(parse_budget(f"rss-max={limit}").limit) if limit else None
     analysis = analyze_run(run_dir)
-    paths = write_reports(analysis, out or analysis.run_dir,
-                          tuple(f.strip() for f in formats.split(",") if f.strip()),
-                          memory_limit=limit_bytes)
+    paths = finish(analysis, out, tuple(f.strip() for f in formats.split(",") if f.strip()),
+                   memory_limit=limit_bytes, err=False)
     if open_ and "html" in paths:
         import webbrowser
 
         webbrowser.open("file://" + os.path.abspath(paths["html"]))
-    for line in summary_lines(analysis, paths.get("json") or next(iter(paths.values()))):
-        click.echo(line)

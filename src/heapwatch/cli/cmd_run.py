@@ -12,7 +12,11 @@ an exec'd Python child the bootstrap), takes a snapshot every --interval, and th
 ends when the command exits, after --duration, or on Ctrl-C; then report.json and
 report.md are written to --out.
 The command's stdin, stdout, stderr and exit code pass through (an end by --duration
-exits 0, Ctrl-C 130). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds.
+exits 0, Ctrl-C 130). heapwatch's own failures exit 2 with one line: bad input, an --out
+that is not new or empty, a store or report that cannot be written (a full disk: every
+snapshot stored so far stays in run.sqlite), a --phase load that cannot start (the
+command is stopped and its reports written first). The run directory is private (0700,
+files 0600). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds, up to a year.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def command(interval: float | None, duration: float | None, out: str | None, tra
             cmd: tuple[str, ...]) -> None:
     from heapwatch import history, soak
     from heapwatch.analysis.budgets import parse_budget
-    from heapwatch.cli.options import finish, record
+    from heapwatch.cli.options import ended_early, finish, record
     from heapwatch.report.junit import write_junit
 
     # Everything that can be wrong with the input is checked before the target starts.
@@ -64,6 +64,7 @@ def command(interval: float | None, duration: float | None, out: str | None, tra
                               children)
     outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window)
     finish(analysis)
+    ended_early(result)
     if junit:
         write_junit(junit, "heapwatch soak", outcome.cases, analysis.run["duration_s"])
     if history_path:

@@ -41,6 +41,26 @@ INTERVAL_HELP = ("Time between snapshots [default: 5s; with --duration or --phas
                  "the run (at least 30 snapshots), not below 200ms].")
 
 
+class Pid(click.ParamType):  # type: ignore[type-arg]
+    """A process id of this system: ASCII digits, 1 to the kernel's pid_max."""
+
+    name = "pid"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int:
+        if isinstance(value, int):
+            return value
+        from heapwatch.control import parse_pid
+
+        try:
+            return parse_pid(str(value))
+        except HeapwatchError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+PID = Pid()
+
+
 def execute(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
             children: str = "all") -> int:
@@ -51,17 +71,46 @@ def execute(cmd: list[str], out: str | None, interval: float | None, duration: f
     result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs,
                               children)
     finish(analysis)
+    ended_early(result)
     return launch.exit_status(result)
 
 
-def finish(analysis: Any) -> dict[str, str]:
-    """Write the reports of ``analysis`` into its run directory; print the summary."""
-    from heapwatch.analysis.projection import cgroup_memory_limit
-    from heapwatch.report import summary_lines, write_reports
+def ended_early(result: Any) -> None:
+    """After the reports: the one line and exit 2 of a run that heapwatch had to end
+    early (a phase's load command that could not start)."""
+    if result.error is not None:
+        from heapwatch.errors import LaunchError
 
-    paths = write_reports(analysis, analysis.run_dir, memory_limit=cgroup_memory_limit())
-    for line in summary_lines(analysis, paths["json"]):
-        click.echo(line, err=True)
+        raise LaunchError(f"{result.error}; the target was stopped and its reports written")
+
+
+def finish(analysis: Any, directory: str | None = None, formats: tuple[str, ...] | None = None,
+           memory_limit: int | None = None, cgroup: bool = True, err: bool = True
+           ) -> dict[str, str]:
+    """Write the reports of ``analysis`` (into its run directory by default); print what the
+    store lost and the summary. The projection uses ``memory_limit``, else (``cgroup``)
+    this cgroup's. Reports that cannot be written (a full disk) raise ReportError after the
+    others were written and the summary printed."""
+    from heapwatch.analysis.integrity import store_problems
+    from heapwatch.analysis.projection import cgroup_memory_limit
+    from heapwatch.errors import ReportError
+    from heapwatch.report import FORMATS, summary_lines, write_reports
+
+    for line in store_problems(analysis.data):
+        click.echo(f"heapwatch: warning: {line}", err=True)
+    if memory_limit is None and cgroup:
+        memory_limit = cgroup_memory_limit()
+    paths: dict[str, str] = {}
+    try:
+        paths = write_reports(analysis, directory or analysis.run_dir, formats or FORMATS,
+                              memory_limit=memory_limit)
+    except ReportError as exc:
+        paths = exc.written
+        raise
+    finally:
+        if paths:
+            for line in summary_lines(analysis, paths.get("json") or next(iter(paths.values()))):
+                click.echo(line, err=err)
     return paths
 
 
@@ -83,6 +132,12 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
     if phases and duration is not None:
         raise UsageError("use either --duration or --phase: a schedule ends after its last phase")
     launch.check_command(cmd)
+    for ph in phases:
+        if ph.command:
+            try:
+                launch.check_command(list(ph.command))
+            except HeapwatchError as exc:
+                raise UsageError(f"--phase {ph.name}: {exc}") from None
     if interval is None:
         planned = sum(p.seconds for p in phases) if phases else duration
         interval = default_interval(planned)
@@ -105,4 +160,6 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
                         children=children)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
+    for line in result.store_errors:
+        click.echo(f"heapwatch: warning: {line}", err=True)
     return result, analyze_run(run_dir)

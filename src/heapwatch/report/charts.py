@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from heapwatch.analysis import Analysis, finding_points
 from heapwatch.errors import HeapwatchError
 from heapwatch.model import Finding
+from heapwatch.rundir import private_subdir, remove_own, write_file
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -397,17 +398,13 @@ def write_chart_files(analysis: Analysis, directory: str,
     removed, so the directory never shows a stale chart."""
     if pngs is None:
         pngs = render_charts(analysis)
-    out_dir = os.path.join(directory, CHART_DIR)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = private_subdir(directory, CHART_DIR)
     written: dict[str, str] = {}
     for name, png in pngs.items():
-        path = os.path.join(out_dir, f"{name}.png")
-        with open(path + ".tmp", "wb") as fh:
-            fh.write(png)
-        os.replace(path + ".tmp", path)
+        write_file(os.path.join(out_dir, f"{name}.png"), png)
         written[name] = f"{CHART_DIR}/{name}.png"
     for entry in os.listdir(out_dir):
         stem, ext = os.path.splitext(entry)
         if ext == ".png" and stem[:1] == "F" and stem[1:].isdigit() and stem not in pngs:
-            os.remove(os.path.join(out_dir, entry))
+            remove_own(out_dir, entry)
     return written

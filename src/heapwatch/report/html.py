@@ -34,6 +34,7 @@ from heapwatch.analysis.projection import (
 )
 from heapwatch.model import REPORT_SCHEMA, Finding
 from heapwatch.report import charts
+from heapwatch.rundir import write_file
 from heapwatch.units import fmt_bytes
 
 __all__ = ["CGROUP_ROOT", "MIN_TREND_SNAPSHOTS", "Projection", "cgroup_memory_limit",
@@ -516,8 +517,4 @@ def render_html(analysis: Analysis, limit_bytes: int | None = None, *,
 
 def write_html(analysis: Analysis, path: str, limit_bytes: int | None = None, *,
                pngs: Mapping[str, bytes] | None = None) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render_html(analysis, limit_bytes, pngs=pngs))
-    os.replace(tmp, path)
-    return path
+    return write_file(path, render_html(analysis, limit_bytes, pngs=pngs))
