@@ -271,7 +271,9 @@ class Work:
 
 
 _IDLE_MARKS = ("after", "idle", "cooldown", "drain", "rest", "recovery")
-_IDLE_SHARE = 0.6  # an interval is idle below this share of the busy CPU rate
+# A tail is idle when its median CPU rate is at most this share of the busy head's (a light
+# service's own idle loop keeps ~60% of its busy CPU: measured on the load-stops scenarios).
+_IDLE_SHARE = 0.7
 
 
 def activity(ser: Series) -> tuple[list[float], list[float]]:
@@ -299,11 +301,13 @@ def idle_tail(ser: Series, marks: list[Mark], tp: TrendParams = DEFAULT) -> Work
     """When the run ends idle after a busy part: where the busy part ended.
 
     A phase mark named ``after``, ``idle``, ``cooldown``... starts the idle tail when one is
-    last. Otherwise, from the target's own CPU time: the busy level is the 75th percentile of
-    the per-interval rates, an interval below 60% of it is idle, and the tail is idle when
-    its last 3 or more intervals (at least a tenth of them) are, each below the busy part's
-    10th percentile (a clear step down, not noise). The busy part must be long enough to
-    judge on its own (warm-up plus ``min_samples`` snapshots)."""
+    last. Otherwise, from the target's own CPU time: the split of the per-interval rates into
+    a busy head and a tail that fits them best as two levels (least squares on the rates,
+    the top 5% clipped), accepted only as a clear step down: the tail's median at most
+    ``_IDLE_SHARE`` of the head's, and nearly every tail interval (80%) below the head's 10th
+    percentile (a service's idle loop still ticks, so idle is rarely zero; one noisy
+    interval in the tail must not hide it). The tail holds at least 3 intervals and a tenth of them; the busy
+    part must be long enough to judge on its own (warm-up plus ``min_samples`` snapshots)."""
     n = len(ser.snapshots)
     if n < tp.min_samples + 4:
         return None
@@ -316,29 +320,51 @@ def idle_tail(ser: Series, marks: list[Mark], tp: TrendParams = DEFAULT) -> Work
             return Work(end_s=end, idle_s=ser.xs[-1] - end, how=f"phase {own[-1].phase!r}")
         return None
     xs, rates = activity(ser)
-    if len(rates) < tp.min_samples + 3:
+    m = len(rates)
+    if m < tp.min_samples + 3:
         return None
-    busy = sorted(rates)[int(0.75 * (len(rates) - 1))]
-    if busy <= 0:
-        return None
-    idle = 0
-    for r in reversed(rates):
-        if r >= _IDLE_SHARE * busy:
-            break
-        idle += 1
-    if idle < max(3, len(rates) // 10) or idle == len(rates):
-        return None
-    # A clear step down: every idle interval below the busy part's 10th percentile (a
-    # service's idle loop still ticks, so idle is rarely zero).
-    head = sorted(rates[: len(rates) - idle])
-    if max(rates[len(rates) - idle:]) >= head[len(head) // 10]:
+    min_idle = max(3, m // 10)
+    min_busy = warmup_cut(n, tp) + tp.min_samples - 1
+    split = _step_down(rates, min_busy, min_idle)
+    if split is None:
         return None
     # the busy part ends at the snapshot before the first idle interval
-    end = xs[len(rates) - idle - 1]
+    end = xs[split - 1]
     k = bisect.bisect_right(ser.xs, end)
     if k < warmup_cut(k, tp) + tp.min_samples:
         return None
     return Work(end_s=end, idle_s=ser.xs[-1] - end, how="the target's CPU time fell to idle")
+
+
+def _step_down(rates: list[float], min_busy: int, min_idle: int) -> int | None:
+    """Index of the first idle interval when ``rates`` step down to a lower level for good,
+    else None (see :func:`idle_tail`)."""
+    m = len(rates)
+    if min_busy < 1 or m - min_busy < min_idle:
+        return None
+    cap = sorted(rates)[int(0.95 * (m - 1))]
+    r = [min(x, cap) for x in rates]
+    s1 = [0.0]
+    s2 = [0.0]
+    for x in r:
+        s1.append(s1[-1] + x)
+        s2.append(s2[-1] + x * x)
+    best: tuple[float, int] | None = None
+    for k in range(min_busy, m - min_idle + 1):
+        a, b = s1[k], s1[m] - s1[k]
+        sse = (s2[k] - a * a / k) + (s2[m] - s2[k] - b * b / (m - k))
+        if best is None or sse < best[0]:
+            best = (sse, k)
+    if best is None:
+        return None
+    k = best[1]
+    head, tail = sorted(rates[:k]), sorted(rates[k:])
+    if not statistics.median(tail) <= _IDLE_SHARE * statistics.median(head):
+        return None
+    low = head[len(head) // 10]
+    if sum(1 for x in tail if x < low) < 0.8 * len(tail):
+        return None
+    return k
 
 
 def judge(xs: list[float], ys: list[float], tp: TrendParams, work: Work | None
