@@ -134,18 +134,19 @@ def run(
     status: Callable[[str], None] | None = None,
     notice: Callable[[str], None] | None = None,
     phases: list[Phase] | None = None,
+    show_names: bool = False,
 ) -> LaunchResult:
     """Run ``cmd`` under the agent until it exits, ``duration`` passes, or the last of
     ``phases`` ends (their clock starts when the agent checks in)."""
     check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
-    meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
+    meta = run_meta(list(cmd), interval, trace, trace_depth, "run", show_names)
     meta["cwd"] = os.getcwd()
     writer = Writer(store_path, meta={"run": meta})
     sock_dir = tempfile.mkdtemp(prefix="heapwatch-")  # 0700: the control socket lives here
     sock_path = os.path.join(sock_dir, "agent.sock")
     config = AgentConfig(store=store_path, interval=interval, trace=trace,
-                         trace_depth=trace_depth, control=sock_path)
+                         trace_depth=trace_depth, control=sock_path, show_names=show_names)
     config_path = os.path.join(run_dir, "agent-config.json")
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

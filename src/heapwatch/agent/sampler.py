@@ -50,6 +50,7 @@ class AgentConfig:
     sample_items: int = 8
     max_suspects: int = 10
     discover_every: int = 5
+    show_names: bool = False  # secret-looking names as they are (heapwatch.redact)
     run_meta: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -126,6 +127,7 @@ class Agent:
         cfg = self.config
         self._writer = Writer(cfg.store, meta={"run": cfg.run_meta} if cfg.run_meta else None)
         self._own_ids.update(self._writer.internal_ids())
+        naming.set_show_names(cfg.show_names)
         preexisting = tracemalloc.is_tracing()
         self._mode = "on" if preexisting and cfg.trace == "auto" else cfg.trace
         if self._mode == "on" and cfg.trace_depth > 0 and not preexisting:

@@ -13,6 +13,8 @@ import sysconfig
 import tracemalloc
 from typing import Any
 
+from heapwatch.agent.naming import clean
+
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TRACEMALLOC_FILE = os.path.abspath(tracemalloc.__file__)
 _STDLIB = tuple(
@@ -29,7 +31,7 @@ def is_stdlib(filename: str) -> bool:
 
 
 def site_label(filename: str, lineno: int) -> str:
-    return f"{filename}:{lineno}"
+    return clean(f"{filename}:{lineno}")
 
 
 def take_raw() -> list[Any]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import heapwatch
+from heapwatch import redact
 from heapwatch.agent import registry
 from heapwatch.agent.sampler import AgentConfig
 from heapwatch.api import run_meta
@@ -61,6 +62,7 @@ class AttachOptions:
     python: str | None = None
     force: bool = False
     start_timeout: float = 10.0
+    show_names: bool = False
 
 
 @dataclass
@@ -247,7 +249,7 @@ class Recorder:
         opts = self.opts
         store = os.path.join(opts.run_dir, STORE_NAME)
         meta = run_meta(list(target.cmdline), opts.interval, opts.trace, opts.trace_depth,
-                        "attach")
+                        "attach", opts.show_names)
         meta.update(pid=opts.pid, cwd=target.cwd, python=target.version_text)
         cross = target.uid != self.me.uid
         self.given = cross
@@ -256,7 +258,7 @@ class Recorder:
             if cross:
                 _give(opts.run_dir, store, target.uid, target.gid)
             config = AgentConfig(store=store, interval=opts.interval, trace=opts.trace,
-                                 trace_depth=opts.trace_depth)
+                                 trace_depth=opts.trace_depth, show_names=opts.show_names)
             self.ws = Workspace.create(config, target.uid if cross else None,
                                        target.gid if cross else None)
             self._log(target, "attaching")
@@ -484,10 +486,11 @@ class Recorder:
 
 
 def _describe(target: diagnose.Target) -> str:
-    args = list(target.cmdline)
+    """The process as the user knows it, secret-looking arguments hidden."""
+    args = redact.argv(target.cmdline)
     if args:
         args[0] = os.path.basename(args[0])
-    text = " ".join(args) or target.name
+    text = " ".join(args) or redact.text(target.name)
     return text if len(text) <= 60 else text[:59] + "…"
 
 

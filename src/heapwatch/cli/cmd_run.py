@@ -39,7 +39,13 @@ from heapwatch.cli.options import DURATION, execute
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]",
               help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
                    "generator) runs during it; the command is stopped after the last one.")
+@click.option("--show-names", is_flag=True,
+              help="Write secret-looking names (dict keys, attribute and thread names, "
+                   "command-line arguments) as they are instead of […]. Values and the "
+                   "environment are never recorded.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, out: str | None, trace: str,
-            trace_depth: int | None, phases: tuple[str, ...], cmd: tuple[str, ...]) -> None:
-    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases))
+            trace_depth: int | None, phases: tuple[str, ...], show_names: bool,
+            cmd: tuple[str, ...]) -> None:
+    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases,
+                     show_names))

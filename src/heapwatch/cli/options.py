@@ -28,12 +28,14 @@ DURATION = Duration()
 
 
 def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
-            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()) -> int:
+            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
+            show_names: bool = False) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
     from heapwatch import launch
 
-    result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs)
+    result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs,
+                              show_names)
     finish(analysis)
     return launch.exit_status(result)
 
@@ -50,8 +52,8 @@ def finish(analysis: Any) -> dict[str, str]:
 
 
 def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
-           trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()
-           ) -> tuple[Any, Any]:
+           trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
+           show_names: bool = False) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
     import os
 
@@ -68,7 +70,11 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
     launch.check_command(cmd)
     if trace_depth is None:
         trace_depth = default_trace_depth(trace)
-    stem = os.path.splitext(os.path.basename(cmd[-1] if cmd else "run"))[0]
+    from heapwatch import redact
+
+    # the run's name must not carry a password given as the last argument
+    last = redact.argv(cmd)[-1] if cmd else "run"
+    stem = "run" if redact.HIDDEN in last else os.path.splitext(os.path.basename(last))[0]
     run_dir = prepare_run_dir(out or default_run_dir(stem))
     tty = sys.stderr.isatty()
 
@@ -81,7 +87,8 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
     click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
                + (f" for {format_duration(duration)}" if duration else ""), err=True)
     result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
-                        status=status if tty else None, notice=notice, phases=phases)
+                        status=status if tty else None, notice=notice, phases=phases,
+                        show_names=show_names)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     return result, analyze_run(run_dir)
