@@ -13,6 +13,7 @@ import atexit
 import datetime as _dt
 import itertools
 import json
+import math
 import os
 import select
 import socket
@@ -240,7 +241,8 @@ class Agent:
 
     @property
     def running(self) -> bool:
-        return not self._stopped
+        thread = self._thread
+        return not self._stopped and (thread is None or thread.is_alive())
 
     def after_fork_in_child(self) -> None:
         """The sampler thread does not exist in a forked child and the store belongs to
@@ -253,33 +255,50 @@ class Agent:
 
     # -- the thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        """The thread: nothing escapes it. If the loop ends by an error, the agent
+        finishes (final snapshot, control socket and registry entry removed), so that no
+        one mistakes a dead agent for a running one."""
         try:
-            self._snapshot_guarded("start")
-            due = time.monotonic() + self._interval
-            while not self._stop_requested:
-                watch = [self._wake_r] + ([self._sock] if self._sock is not None else [])
-                ready, _, _ = select.select(watch, [], [], max(0.0, due - time.monotonic()))
-                if self._stop_requested:
-                    break
-                if self._wake_r in ready:
-                    try:
-                        os.read(self._wake_r, 64)
-                    except OSError:
-                        pass
-                if self._sock is not None and self._sock in ready:
-                    self._serve()
-                if self._stopped:
-                    return
-                if time.monotonic() >= due:
-                    took = self._snapshot_guarded("interval")
-                    wait = self._interval
-                    if took > 0.25 * self._interval:
-                        wait = took * 4
-                        self._event("stretched", f"snapshot used {took:.3f}s of CPU; "
-                                    f"next in {wait:.3f}s")
-                    due = time.monotonic() + wait
+            self._loop()
         except BaseException as exc:  # never let anything escape into the target
-            self._event("error", _describe_error("sampler", exc))
+            try:
+                self._event("error", _describe_error("sampler", exc))
+                self._finish("error")
+            except BaseException:
+                pass
+
+    def _loop(self) -> None:
+        self._snapshot_guarded("start")
+        due = time.monotonic() + self._interval
+        # poll, not select: a target may hold more than FD_SETSIZE (1024) descriptors.
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        sock_fd = self._sock.fileno() if self._sock is not None else -1
+        if sock_fd >= 0:
+            poller.register(sock_fd, select.POLLIN)
+        while not self._stop_requested:
+            # capped: poll() takes a C int, and a huge interval must not kill the loop
+            wait_ms = min(max(0, math.ceil((due - time.monotonic()) * 1000)), 60_000)
+            ready = {fd for fd, _ in poller.poll(wait_ms)}
+            if self._stop_requested:
+                break
+            if self._wake_r in ready:
+                try:
+                    os.read(self._wake_r, 64)
+                except OSError:
+                    pass
+            if sock_fd in ready and self._sock is not None:
+                self._serve()
+            if self._stopped:
+                return
+            if time.monotonic() >= due:
+                took = self._snapshot_guarded("interval")
+                wait = self._interval
+                if took > 0.25 * self._interval:
+                    wait = took * 4
+                    self._event("stretched", f"snapshot used {took:.3f}s of CPU; "
+                                f"next in {wait:.3f}s")
+                due = time.monotonic() + wait
 
     def _serve(self) -> None:
         assert self._sock is not None

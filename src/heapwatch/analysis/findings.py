@@ -196,7 +196,10 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
 
     pauses = [s.duration_s for s in ser.snapshots] if source == "agent" else []
     traced = sum(1 for s in ser.snapshots if s.traced)
-    errors = sorted({e for s in ser.snapshots for e in s.errors})
+    # a collector's failure is in its snapshot; the agent's own (its thread died, a
+    # snapshot could not be taken or written) in an "error" event
+    errors = sorted({e for s in ser.snapshots for e in s.errors}
+                    | {msg for epid, _, kind, msg in run.events if kind == "error" and epid == pid})
     duration = ser.xs[-1] if ser.xs else 0.0
     phase_info, derived = _phases.phases(ser, run.marks, start)
     phase_cmp = _phases.comparison(phase_info)

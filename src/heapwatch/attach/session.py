@@ -118,9 +118,11 @@ def _refuse_second_agent(pid: int) -> None:
     if not info or not info.get("control"):
         return
     try:
-        send_command(str(info["control"]), "ping", timeout=5.0)
+        reply = send_command(str(info["control"]), "ping", timeout=5.0)
     except AgentError:
         return  # a stale entry: the process that registered it is gone or was killed
+    if reply.split()[:2] != ["ok", str(pid)]:
+        return  # not the agent of this process (a reused pid, a dead agent's socket)
     store = str(info.get("store") or "")
     run_dir = os.path.dirname(store) if store.endswith(STORE_NAME) else store
     raise AttachError(f"a heapwatch agent already runs in process {pid} (recording to "
