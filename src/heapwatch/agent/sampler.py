@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from heapwatch.agent import census, items, naming, paths, process, registry, sites
+from heapwatch.agent import census, items, naming, paths, process, registry, sites, tracing
 from heapwatch.errors import AgentError
 from heapwatch.model import TRACE_MODES, ContainerStat, ItemSample, Mark, ProcessStat, Snapshot
 from heapwatch.store import Writer
@@ -117,7 +117,7 @@ class Agent:
                                    id(self._id_paths)}
         self._stop_requested = False
         self._stopped = False
-        self._started_tracemalloc = False
+        self._tracing = tracing.Tracing()  # stops only the tracing the agent started
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
         self._sock: socket.socket | None = None
@@ -132,8 +132,7 @@ class Agent:
         preexisting = tracemalloc.is_tracing()
         self._mode = "on" if preexisting and cfg.trace == "auto" else cfg.trace
         if self._mode == "on" and cfg.trace_depth > 0 and not preexisting:
-            tracemalloc.start(cfg.trace_depth)
-            self._started_tracemalloc = True
+            self._tracing.start(cfg.trace_depth)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -206,8 +205,7 @@ class Agent:
             finally:
                 if self._writer is not None:
                     self._writer.close()
-                if self._started_tracemalloc and tracemalloc.is_tracing():
-                    tracemalloc.stop()
+                self._tracing.stop()
                 self._close_fds()
                 registry.unregister(self.pid)
                 _unregister(self)
@@ -531,17 +529,13 @@ class Agent:
         rss = list(self._rss_hist)
         rss_rising = (len(rss) >= 5 and rss[-1] - rss[0] > 2 * 1024 * 1024
                       and sum(b > a for a, b in itertools.pairwise(rss)) >= len(rss) - 2)
-        if (unsited or rss_rising) and cfg.trace_depth > 0 and not tracemalloc.is_tracing():
-            tracemalloc.start(cfg.trace_depth)
-            self._started_tracemalloc = True
+        if (unsited or rss_rising) and cfg.trace_depth > 0 and self._tracing.start(cfg.trace_depth):
             self._window_left = max(1, cfg.trace_window)
             self._event("trace", f"tracing on for {self._window_left} snapshots: "
                         f"{len(unsited)} suspect(s){', RSS rising' if rss_rising else ''}")
 
     def _stop_tracing(self) -> None:
-        if self._started_tracemalloc and tracemalloc.is_tracing():
-            tracemalloc.stop()
-        self._started_tracemalloc = False
+        self._tracing.stop()
         self._window_left = 0
         self._cooldown = self.config.trace_cooldown
 
