@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+
 SCHEMA_VERSION = 1
 REPORT_SCHEMA = "heapwatch.report/1"
 TRACE_MODES = ("auto", "on", "off")

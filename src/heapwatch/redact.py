@@ -31,6 +31,8 @@ import itertools
 import re
 from collections.abc import Iterable
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+
 HIDDEN = "[…]"
 
 # Words that say "what follows (or what this names) is a secret", matched on the parts of

@@ -15,6 +15,7 @@ import re
 import sys
 
 from heapwatch import redact
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 
 _IDENT_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,31}$")
 _HEXISH = re.compile(r"^[0-9a-fA-F\-]{12,}$")

@@ -24,6 +24,7 @@ import weakref
 from collections import deque
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.agent.census import CONTAINER_BASES, base_len
 from heapwatch.agent.naming import key_part, main_stem, module_display, name_part
 

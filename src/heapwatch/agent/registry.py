@@ -8,6 +8,8 @@ import os
 import tempfile
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+
 
 def registry_dir() -> str:
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()

@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.agent import census, items, naming, paths, process, registry, sites, tracing
 from heapwatch.errors import AgentError
 from heapwatch.model import TRACE_MODES, ContainerStat, ItemSample, Mark, ProcessStat, Snapshot
@@ -81,8 +82,8 @@ def _describe_error(where: str, exc: BaseException) -> str:
     """Type and location only: an exception message may carry the target's data."""
     tb = exc.__traceback__
     loc = ""
-    while tb is not None:
-        loc = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+    while tb is not None:  # str methods only: the target may have broken the stdlib's builtins
+        loc = f" at {tb.tb_frame.f_code.co_filename.rpartition('/')[2]}:{tb.tb_lineno}"
         tb = tb.tb_next
     return f"{where}: {type(exc).__name__}{loc}"
 

@@ -13,6 +13,7 @@ import sysconfig
 import tracemalloc
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.agent.naming import clean
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,6 +16,8 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+
 _REAL_START: Callable[..., None] = tracemalloc.start
 _REAL_STOP: Callable[[], None] = tracemalloc.stop
 
