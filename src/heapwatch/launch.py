@@ -172,6 +172,7 @@ def run(
     next_status = started + 1.0
     checked_in = False
     ended_by = "exit"
+    ended_t: float | None = None  # when the target ended by itself
     seq = 0
     old_term = signal.getsignal(signal.SIGTERM)
 
@@ -209,6 +210,7 @@ def run(
             while True:
                 try:
                     proc.wait(timeout=0.1)
+                    ended_t = time.time()
                     break
                 except subprocess.TimeoutExpired:
                     pass
@@ -253,7 +255,8 @@ def run(
     if not checked_in:
         reason = _no_agent_reason(run_dir, cmd, isolating)
     writer.set_meta({"launch": {"exit_code": code, "ended_by": ended_by,
-                                "checked_in": checked_in, "no_agent_reason": reason}})
+                                "checked_in": checked_in, "no_agent_reason": reason,
+                                "ended_t": ended_t if ended_by == "exit" else None}})
     writer.close()
     for name in ("agent-config.json", "agent.claim"):
         try:

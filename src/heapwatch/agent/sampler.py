@@ -119,6 +119,8 @@ class Agent:
         self._stop_requested = False
         self._stopped = False
         self._tracing = tracing.Tracing()  # stops only the tracing the agent started
+        # the exception that ended the target's main thread, if one did: type and place only
+        self.uncaught: dict[str, str] | None = None
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
         self._sock: socket.socket | None = None
@@ -199,7 +201,8 @@ class Agent:
                 if self._writer is not None:
                     self._writer.set_meta(
                         {"agent_stopped": {"t": time.time(), "reason": reason,
-                                           "snapshots": self.snapshots}}
+                                           "snapshots": self.snapshots,
+                                           "exception": self.uncaught}}
                     )
             except BaseException:
                 pass
@@ -666,10 +669,30 @@ def _unregister(agent: Agent) -> None:
             _current = None
 
 
+def _uncaught() -> dict[str, str] | None:
+    """The exception the interpreter printed before exiting (it sets ``sys.last_exc`` /
+    ``sys.last_value`` before the atexit hooks run): its type and where it was raised,
+    never its message (which may carry the target's data)."""
+    exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if not isinstance(exc, BaseException) or isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        return None
+    tb = exc.__traceback__
+    at = ""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        at = naming.clean(f"{code.co_filename.rpartition('/')[2]}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    t = type(exc)
+    module = t.__module__ if isinstance(t.__module__, str) else ""
+    name = t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
+    return {"type": naming.clean(name), "at": at}
+
+
 def _at_exit() -> None:
     agent = _current
     if agent is not None and agent.running:
         try:
+            agent.uncaught = _uncaught()
             agent.stop("exit")
         except BaseException:
             pass

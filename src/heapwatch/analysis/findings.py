@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from heapwatch.analysis import phases as _phases
+from heapwatch.analysis.lifecycle import death_note, target_exit
 from heapwatch.analysis.series import Series, build, main_pid
 from heapwatch.analysis.trend import DEFAULT, Trend, TrendParams, assess, theil_sen, warmup_cut
 from heapwatch.model import Finding, Growth
@@ -76,6 +77,7 @@ class Analysis:
     ignored: set[str] = field(default_factory=set)
     series: Series | None = None
     data: RunData | None = None
+    target_exit: dict[str, Any] = field(default_factory=dict)  # analysis.lifecycle
 
 
 def analyze_run(path: str, params: AnalysisParams | None = None) -> Analysis:
@@ -194,6 +196,10 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
     else:
         verdict, reason = "no-leak", f"nothing grew without bound over {n} snapshots"
 
+    ended = target_exit(run.meta, ser.snapshots[0].t if ser.snapshots else None)
+    died = death_note(ended)
+    if died:
+        reason = f"{died}; {reason}"
     pauses = [s.duration_s for s in ser.snapshots] if source == "agent" else []
     traced = sum(1 for s in ser.snapshots if s.traced)
     # a collector's failure is in its snapshot; the agent's own (its thread died, a
@@ -237,6 +243,7 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
         notes=notes,
         series=ser,
         data=run,
+        target_exit=ended,
     )
 
 

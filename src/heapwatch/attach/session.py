@@ -431,6 +431,7 @@ class Recorder:
                         break
                     if not alive(opts.pid):
                         ended_by = "exit"
+                        self.log["target_gone_t"] = time.time()  # without the agent's goodbye
                         break
                     if self.status is not None and now >= next_status:
                         n, rss, top = reader.progress()

@@ -34,6 +34,7 @@ def to_dict(a: Analysis, memory_limit: int | None = None) -> dict[str, Any]:
         "budgets": a.budgets,
         "history": a.history,
         "projection": projection_dict(projection(a, memory_limit)),
+        "target_exit": a.target_exit,
     }
 
 
