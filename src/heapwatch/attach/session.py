@@ -32,8 +32,10 @@ from heapwatch.attach.errors import (
     NoDebuggerError,
 )
 from heapwatch.attach.gdb import GDBInjector
+from heapwatch.attach.guard import Guard
 from heapwatch.attach.inject import Outcome, Workspace
 from heapwatch.attach.lldb import LLDBInjector, find_lldb
+from heapwatch.attach.lock import AttachLock
 from heapwatch.attach.remote_exec import (
     MIN_REMOTE_EXEC,
     RemoteExecInjector,
@@ -179,7 +181,8 @@ def _no_interpreter(target: diagnose.Target) -> str:
 
 
 def _injector(name: str, opts: AttachOptions, target: diagnose.Target, ws: Workspace,
-              while_stopped: Callable[[], str | None] | None = None) -> Injector:
+              while_stopped: Callable[[], str | None] | None = None,
+              guard: Guard | None = None) -> Injector:
     if name == "gdb":
         return GDBInjector()
     if name == "remote-exec":
@@ -191,7 +194,7 @@ def _injector(name: str, opts: AttachOptions, target: diagnose.Target, ws: Works
     fd = os.open(code_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(code + b"\0")
-    return LLDBInjector(opts.pid, code, code_file, while_stopped=while_stopped)
+    return LLDBInjector(opts.pid, code, code_file, while_stopped=while_stopped, guard=guard)
 
 
 def _wait_outcome(ws: Workspace, pid: int, timeout: float, until: tuple[str, ...]) -> Outcome:
@@ -223,8 +226,21 @@ class Recorder:
         self.method = ""
         self.log: dict[str, Any] = {}
         self.given = False  # the run directory was lent to the target's user
+        self.lock = AttachLock(opts.pid)
+        self.guard: Guard | None = None  # cleans up in our place if heapwatch is killed
 
     def run(self) -> AttachResult:
+        opts = self.opts
+        if opts.method not in METHODS:
+            raise AttachError(f"unknown method {opts.method!r}: choose from {', '.join(METHODS)}")
+        # held until the agent checked in: two attaches at once, one wins, the other is told
+        self.lock.acquire()
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> AttachResult:
         opts = self.opts
         target = preflight(opts, self.me)
         methods = plan(opts, target, self.notice)
@@ -263,6 +279,7 @@ class Recorder:
                                  trace_depth=opts.trace_depth, show_names=opts.show_names)
             self.ws = Workspace.create(config, target.uid if cross else None,
                                        target.gid if cross else None)
+            self.guard = Guard(opts.pid, self.ws.path, self.ws.control)
             self._log(target, "attaching")
             self.notice(f"attaching to process {opts.pid} ({_describe(target)}, Python "
                         f"{target.version_text}) with {' then '.join(methods)}")
@@ -272,6 +289,7 @@ class Recorder:
                 raise AttachInterrupted(
                     f"interrupted while attaching to process {opts.pid}; heapwatch left "
                     f"nothing running in it") from None
+            self.lock.release()  # the agent's registry entry answers from now on
             try:
                 self._log(target, "started")
                 if self.started is not None and self.injection is not None:
@@ -305,7 +323,7 @@ class Recorder:
             self.attempts.append(attempt)
             hook = self._withdraw_remote if self.remote_issued else None
             try:
-                injection = _injector(name, opts, target, ws, hook).inject()
+                injection = _injector(name, opts, target, ws, hook, self.guard).inject()
             except AttachPermissionError as exc:
                 attempt["error"] = str(exc)
                 raise AttachPermissionError(
@@ -315,6 +333,8 @@ class Recorder:
                 raise
             if name == "remote-exec":
                 self.remote_issued = True
+                if self.guard is not None:
+                    self.guard.tell("remote")
             self.injection = injection
             attempt.update(how=injection.how, stopped_s=round(injection.stopped_s, 3),
                            python=injection.version)
@@ -461,6 +481,13 @@ class Recorder:
             self.notice(f"the agent did not stop: {reply}")
 
     def _cleanup(self) -> None:
+        try:
+            self._undo()
+        finally:
+            if self.guard is not None:
+                self.guard.dismiss()
+
+    def _undo(self) -> None:
         if self.ws is not None and self.writer is not None and not self.ws.cancel():
             # The loader took the claim: if we got here before following (an error, Ctrl-C),
             # its agent may be running with nobody to stop it.
