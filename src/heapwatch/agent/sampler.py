@@ -27,7 +27,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
-from heapwatch.agent import census, items, naming, paths, process, registry, sites, tracing
+from heapwatch.agent import (
+    census,
+    items,
+    naming,
+    paths,
+    pausebudget,
+    process,
+    registry,
+    sites,
+    tracing,
+)
 from heapwatch.errors import AgentError
 from heapwatch.model import TRACE_MODES, ContainerStat, ItemSample, Mark, ProcessStat, Snapshot
 from heapwatch.store import Writer
@@ -53,6 +63,7 @@ class AgentConfig:
     max_suspects: int = 10
     discover_every: int = 5
     show_names: bool = False  # secret-looking names as they are (heapwatch.redact)
+    trace_pause_budget_s: float = pausebudget.DEFAULT_BUDGET_S  # longest traced snapshot
     run_meta: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +130,10 @@ class Agent:
         self._stop_requested = False
         self._stopped = False
         self._tracing = tracing.Tracing()  # stops only the tracing the agent started
+        # what a traced snapshot would cost: no tracing window may exceed the budget
+        self._pause = pausebudget.PauseModel(config.trace_pause_budget_s)
+        self._refused = False
+        self._last_blocks = 0
         # the exception that ended the target's main thread, if one did: type and place only
         self.uncaught: dict[str, str] | None = None
         self._thread: threading.Thread | None = None
@@ -405,7 +420,10 @@ class Agent:
         types_by_name: dict[str, type] = {}
         try:
             try:
+                c0 = time.perf_counter()
+                census_s = 0.0
                 res = census.take_census(cfg.floor, self._own_ids, keep)
+                census_s = time.perf_counter() - c0
                 gc_objects = res.gc_objects
                 for t, n in res.type_counts.items():
                     name = naming.type_name(t, stem)
@@ -484,20 +502,39 @@ class Agent:
             types_by_name.clear()
             if found is not None:
                 found.clear()
-        if tracing:
+        tracer_bytes = blocks = 0
+        sites_s = 0.0
+        read_traces = tracing
+        if tracing and self._mode == "auto" and self._tracing.owned:
+            # the traced snapshot's own work is bounded too: past the budget, the window ends
+            tracer_bytes = tracemalloc.get_tracemalloc_memory()
+            fits, cost = self._pause.traces_fit(time.perf_counter() - t0, tracer_bytes)
+            if not fits:
+                read_traces = False
+                closing = True
+                self._event("trace", f"tracing window closed early: this snapshot took "
+                            f"{(time.perf_counter() - t0) * 1000:.0f} ms and reading its "
+                            f"traces would take ~{cost * 1000:.0f} ms more (budget "
+                            f"{self._pause.budget_s * 1000:.0f} ms)")
+        if read_traces:
             # After the census: the raw traces are one gc-tracked tuple per block, which the
             # census would otherwise count as the target's.
+            s0 = time.perf_counter()
             try:
                 raw = sites.take_raw()
             except Exception as exc:
                 errors.append(_describe_error("sites", exc))
+            sites_s = time.perf_counter() - s0
         if closing:
             self._stop_tracing()  # before aggregating: the aggregation need not be traced
         if raw:
+            s0 = time.perf_counter()
             try:
                 site_stats, _ = sites.aggregate(raw, cfg.top_sites)
             except Exception as exc:
                 errors.append(_describe_error("sites", exc))
+            sites_s += time.perf_counter() - s0
+            blocks = len(raw)
             raw.clear()
         try:
             proc = process.process_stat(gc_objects)
@@ -508,8 +545,10 @@ class Agent:
         self._seq += 1
         if tracing:
             self.traced_snapshots += 1
+        self._pause.observe(tracing, gc_objects or 0, census_s, time.perf_counter() - t0,
+                            blocks, sites_s, tracer_bytes)
         if self._mode == "auto" and not closing:
-            self._steer_tracing(tracing, suspects)
+            self._steer_tracing(tracing, suspects, gc_objects or 0, proc.allocated_blocks)
         return Snapshot(
             seq=self._seq, pid=self.pid, t=wall, mono=mono, reason=reason,
             duration_s=time.perf_counter() - t0, phase=self._phase,
@@ -519,10 +558,16 @@ class Agent:
         )
 
     # -- trace auto ---------------------------------------------------------------------------
-    def _steer_tracing(self, tracing: bool, suspects: list[str]) -> None:
-        """Open a tracing window when something new turns suspect; close it after
+    def _steer_tracing(self, tracing: bool, suspects: list[str], objects: int = 0,
+                       allocated_blocks: int | None = None) -> None:
+        """Open a tracing window when something new turns suspect, unless a traced
+        snapshot would pause the target longer than the budget; close it after
         ``trace_window`` snapshots (the closing snapshot stops tracing itself)."""
         cfg = self.config
+        grown = 0
+        if allocated_blocks is not None:
+            grown = max(0, allocated_blocks - self._last_blocks) if self._last_blocks else 0
+            self._last_blocks = allocated_blocks
         if tracing:
             self._window_left -= 1
             return
@@ -533,10 +578,22 @@ class Agent:
         rss = list(self._rss_hist)
         rss_rising = (len(rss) >= 5 and rss[-1] - rss[0] > 2 * 1024 * 1024
                       and sum(b > a for a, b in itertools.pairwise(rss)) >= len(rss) - 2)
-        if (unsited or rss_rising) and cfg.trace_depth > 0 and self._tracing.start(cfg.trace_depth):
+        if not (unsited or rss_rising) or cfg.trace_depth <= 0:
+            return
+        fits, est = self._pause.window_fits(objects, grown)
+        if not fits:
+            if not self._refused:  # said once per refusal spell, not at every snapshot
+                self._event("trace", f"no tracing window: a traced snapshot would pause the "
+                            f"target ~{est * 1000:.0f} ms ({objects} objects; budget "
+                            f"{self._pause.budget_s * 1000:.0f} ms)")
+            self._refused = True
+            return
+        self._refused = False
+        if self._tracing.start(cfg.trace_depth):
             self._window_left = max(1, cfg.trace_window)
             self._event("trace", f"tracing on for {self._window_left} snapshots: "
-                        f"{len(unsited)} suspect(s){', RSS rising' if rss_rising else ''}")
+                        f"{len(unsited)} suspect(s){', RSS rising' if rss_rising else ''}; "
+                        f"a traced snapshot ~{est * 1000:.0f} ms ({objects} objects)")
 
     def _stop_tracing(self) -> None:
         self._tracing.stop()
