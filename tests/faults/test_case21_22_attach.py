@@ -96,7 +96,6 @@ def attach(pid: int, out: str, workdir: str, *extra: str) -> subprocess.Popen[st
                  env=env_for(workdir))
 
 
-@pytest.mark.slow
 def test_case21_two_attaches_at_the_same_instant(target: subprocess.Popen[str],
                                                  workdir: str) -> None:
     runs = [os.path.join(workdir, name) for name in ("a", "b")]
@@ -131,7 +130,6 @@ def test_case21_two_attaches_at_the_same_instant(target: subprocess.Popen[str],
     assert finish(target) == (0, "woke ['MainThread']\n", "")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("delay", [0.0, 0.15, 0.3])
 def test_case22_sigkill_of_attach_while_injecting(delay: float, target: subprocess.Popen[str],
                                                   workdir: str) -> None:
@@ -155,7 +153,6 @@ def test_case22_sigkill_of_attach_while_injecting(delay: float, target: subproce
     assert finish(target) == (0, "woke ['MainThread']\n", "")
 
 
-@pytest.mark.slow
 def test_case22_sigkill_of_attach_while_recording(target: subprocess.Popen[str],
                                                   workdir: str) -> None:
     out = os.path.join(workdir, "run")
