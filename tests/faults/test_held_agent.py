@@ -115,7 +115,7 @@ def test_held_500_threads(workdir: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout in ("joined 500 2\n", "joined 500 1\n")  # main (+ the agent)
     rep = report(out)
-    assert rep["run"]["snapshots"] >= 5 and rep["agent"]["errors"] == []
+    assert rep["run"]["snapshots"] >= 3 and rep["agent"]["errors"] == []
 
 
 def test_held_deep_recursion(workdir: str) -> None:
@@ -151,7 +151,7 @@ def test_held_gc_disable_and_freeze(workdir: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "False True\n"  # the agent neither re-enabled nor unfroze gc
     rep = report(out)
-    assert rep["run"]["snapshots"] >= 5 and rep["agent"]["errors"] == []
+    assert rep["run"]["snapshots"] >= 3 and rep["agent"]["errors"] == []
 
 
 def test_held_the_targets_own_signal_handlers(workdir: str) -> None:

@@ -49,6 +49,19 @@ class Tracing:
             tracemalloc.stop = self._stop
             return True
 
+    def adopt(self) -> None:
+        """Tracing that runs now is the agent's (a forked child's agent, whose parent's
+        agent started it)."""
+        with self._lock:
+            if tracemalloc.is_tracing():
+                self._owned = True
+                tracemalloc.start = self._start
+                tracemalloc.stop = self._stop
+
+    def after_fork(self) -> None:
+        """In a forked child: a lock that another thread held at the fork stays held."""
+        self._lock = threading.Lock()
+
     def stop(self) -> None:
         """End the agent's tracing: stopped if it is still the agent's, else left alone."""
         with self._lock:
@@ -58,9 +71,10 @@ class Tracing:
 
     def _release(self) -> None:
         self._owned = False
-        if tracemalloc.start is self._start:
+        # ours, or another agent's of this process (the parent's, in a forked child)
+        if getattr(tracemalloc.start, "_heapwatch", False):
             tracemalloc.start = _REAL_START
-        if tracemalloc.stop is self._stop:
+        if getattr(tracemalloc.stop, "_heapwatch", False):
             tracemalloc.stop = _REAL_STOP
 
     def _make_start(self) -> Callable[..., None]:
@@ -93,3 +107,4 @@ def _like(wrapper: Any, real: Any) -> None:
     wrapper.__qualname__ = getattr(real, "__qualname__", wrapper.__qualname__)
     wrapper.__doc__ = getattr(real, "__doc__", None)
     wrapper.__wrapped__ = real
+    wrapper._heapwatch = True

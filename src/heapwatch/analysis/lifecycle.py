@@ -19,13 +19,18 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def target_exit(meta: dict[str, Any], first_t: float | None) -> dict[str, Any]:
+def target_exit(meta: dict[str, Any], first_t: float | None,
+                pid: int | None = None) -> dict[str, Any]:
     """report.json's ``target_exit``: ``ended`` is ``running`` (heapwatch left it
     running), ``stopped`` (heapwatch ended it), ``exited`` (by itself) or ``died``;
-    ``died`` is None when it cannot be known (an attached process that vanished)."""
+    ``died`` is None when it cannot be known (an attached process that vanished). Empty
+    for a process of the tree other than the one heapwatch started or attached to."""
     launch = meta.get("launch") or {}
     stopped = meta.get("agent_stopped") or {}
     attach = meta.get("attach") or {}
+    target = launch.get("pid") or attach.get("pid")
+    if pid is not None and target is not None and pid != target:
+        return {}
     exception = stopped.get("exception") if stopped.get("reason") == "exit" else None
     code = launch.get("exit_code")
     sig = _signal_name(-code) if isinstance(code, int) and code < 0 else None

@@ -26,16 +26,26 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 DURATION = Duration()
 
+CHILDREN_HELP = ("Which child processes get an agent of their own: all (forked and exec'd "
+                 "Python children), fork (forked ones only) or none; the others are "
+                 "recorded from outside (RSS, fds, threads).")
+
+
+def children_option(f: Any) -> Any:
+    """``--children all|fork|none`` for the commands that run a target."""
+    return click.option("--children", type=click.Choice(["all", "fork", "none"]),
+                        default="all", show_default=True, help=CHILDREN_HELP)(f)
+
 
 def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-            show_names: bool = False) -> int:
+            children: str = "all", show_names: bool = False) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
     from heapwatch import launch
 
     result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs,
-                              show_names)
+                              children, show_names)
     finish(analysis)
     return launch.exit_status(result)
 
@@ -53,7 +63,7 @@ def finish(analysis: Any) -> dict[str, str]:
 
 def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-           show_names: bool = False) -> tuple[Any, Any]:
+           children: str = "all", show_names: bool = False) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
     import os
 
@@ -88,7 +98,7 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
                + (f" for {format_duration(duration)}" if duration else ""), err=True)
     result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
                         status=status if tty else None, notice=notice, phases=phases,
-                        show_names=show_names)
+                        children=children, show_names=show_names)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     return result, analyze_run(run_dir)
