@@ -11,6 +11,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from heapwatch.attach.diagnose import proc_state
+
+__all__ = ["proc_state"]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SRC = os.path.join(ROOT, "src")
 
@@ -76,14 +80,6 @@ def files_containing(root: str, needles: Iterable[str]) -> dict[str, list[str]]:
                 if n.encode() in data or n.encode("utf-16-le") in data:
                     hits.setdefault(n, []).append(os.path.relpath(path, root))
     return hits
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
 
 
 def proc_status(pid: int, field: str) -> str | None:

@@ -32,9 +32,10 @@ def test_case03_the_estimate_scales_with_objects_and_learns_the_traced_cost() ->
     assert m.traces_fit(0.200, 1_000_000)[0] is False
 
 
-def test_case03_no_window_opens_past_the_budget(tmp_path: Any) -> None:
+def grow(tmp_path: Any, budget_s: float) -> None:
+    """A growing list of objects, which wants a tracing window, and 12 snapshots."""
     agent = Agent(AgentConfig(store=os.path.join(str(tmp_path), "run.sqlite"), interval=3600.0,
-                              trace="auto", floor=10, trace_pause_budget_s=1e-6))
+                              trace="auto", floor=10, trace_pause_budget_s=budget_s))
     agent.start()
     try:
         for _ in range(12):
@@ -43,6 +44,10 @@ def test_case03_no_window_opens_past_the_budget(tmp_path: Any) -> None:
     finally:
         agent.stop()
         GROWING.clear()
+
+
+def test_case03_no_window_opens_past_the_budget(tmp_path: Any) -> None:
+    grow(tmp_path, 1e-6)
     assert not tracemalloc.is_tracing()
     run = open_run(str(tmp_path))
     assert not any(s.traced for s in run.snapshots)
@@ -53,16 +58,7 @@ def test_case03_no_window_opens_past_the_budget(tmp_path: Any) -> None:
 
 def test_case03_the_same_run_opens_a_window_within_the_budget(tmp_path: Any) -> None:
     """The check above can fail: with room in the budget the window opens."""
-    agent = Agent(AgentConfig(store=os.path.join(str(tmp_path), "run.sqlite"), interval=3600.0,
-                              trace="auto", floor=10, trace_pause_budget_s=60.0))
-    agent.start()
-    try:
-        for _ in range(12):
-            GROWING.extend(object() for _ in range(60))
-            agent.snapshot()
-    finally:
-        agent.stop()
-        GROWING.clear()
+    grow(tmp_path, 60.0)
     assert any(s.traced for s in open_run(str(tmp_path)).snapshots)
 
 

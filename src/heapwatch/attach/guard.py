@@ -35,13 +35,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-
-def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
+from heapwatch.attach.diagnose import proc_state
 
 
 def _tracer(pid: int) -> int:
@@ -61,7 +55,7 @@ def resume(target: int, timeout: float = 10.0) -> None:
     while _tracer(target) and time.monotonic() < deadline:
         time.sleep(0.01)  # the kernel detaches a tracee when its tracer exits
     for _ in range(50):
-        if _state(target) not in ("T", "t"):
+        if proc_state(target) not in ("T", "t"):
             return
         try:
             os.kill(target, signal.SIGCONT)
@@ -121,7 +115,7 @@ class Guard:
 
 
 def _alive(pid: int) -> bool:
-    return _state(pid) not in (None, "Z", "X")
+    return proc_state(pid) not in (None, "Z", "X")
 
 
 def _drain(fd: int) -> None:
