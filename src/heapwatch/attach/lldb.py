@@ -81,13 +81,17 @@ class Session:
         except OSError as exc:
             raise NoDebuggerError(f"cannot start {exe}: {exc.strerror}; {INSTALL_HINT}"
                                   ) from None
-        if guard is not None:
-            guard.debugger(self.proc)
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._drain, name="heapwatch-lldb", daemon=True)
-        self._reader.start()
-        self.run("settings set interpreter.prompt-on-quit false")
-        self.run("settings set auto-confirm true")
+        try:
+            if guard is not None:
+                guard.debugger(self.proc)
+            self._reader.start()
+            self.run("settings set interpreter.prompt-on-quit false")
+            self.run("settings set auto-confirm true")
+        except BaseException:  # Ctrl-C, a dead lldb: no lldb is left behind
+            self.close()
+            raise
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
@@ -150,7 +154,8 @@ class Session:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._reader.join(timeout=5)
+        if self._reader.ident is not None:
+            self._reader.join(timeout=5)
         if self.guard is not None:
             self.guard.tell("released")
 

@@ -285,9 +285,9 @@ class Recorder:
                                        target.gid if cross else None)
             self.guard = Guard(opts.pid, self.ws.path, self.ws.control)
             self._log(target, "attaching")
-            self.notice(f"attaching to process {opts.pid} ({_describe(target)}, Python "
-                        f"{target.version_text}) with {' then '.join(methods)}")
-            try:
+            try:  # a Ctrl-C right after the notice (the user read it) lands in this try
+                self.notice(f"attaching to process {opts.pid} ({_describe(target)}, Python "
+                            f"{target.version_text}) with {' then '.join(methods)}")
                 self._start(target, methods)
             except (KeyboardInterrupt, Interrupted):
                 raise AttachInterrupted(
