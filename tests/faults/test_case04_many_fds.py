@@ -100,7 +100,7 @@ def test_case04_an_agent_whose_thread_died_is_gone_for_everyone(
     assert rep_errors and rep_errors[0].startswith("sampler: OSError at ")
     from heapwatch.analysis import analyze_run
 
-    assert analyze_run(str(tmp_path)).agent["errors"] == rep_errors
+    assert set(rep_errors) <= set(analyze_run(str(tmp_path)).agent["errors"])
 
 
 def test_case04_a_leftover_registry_entry_does_not_refuse_an_attach(
