@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from heapwatch import redact
 from heapwatch.agent import Agent, AgentConfig
 from heapwatch.agent import current as _current_agent
 from heapwatch.agent.naming import main_stem
@@ -37,9 +38,11 @@ _run_dir: str | None = None
 
 
 def run_meta(command: list[str], interval: float, trace: str, trace_depth: int,
-             how: str) -> dict[str, Any]:
+             how: str, show_names: bool = False) -> dict[str, Any]:
+    """The run's metadata; its command line with secret-looking arguments hidden
+    (``heapwatch.redact.argv``) unless ``show_names``."""
     return {
-        "command": command,
+        "command": list(command) if show_names else redact.argv(command),
         "how": how,
         "host": socket.gethostname(),
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -86,7 +89,8 @@ def start(
             interval=seconds,
             trace=trace,
             trace_depth=trace_depth,
-            run_meta=run_meta(list(sys.argv), seconds, trace, trace_depth, "api"),
+            run_meta=run_meta(list(sys.argv), seconds, trace, trace_depth, "api",
+                              bool(options.get("show_names"))),
             **options,
         )
         agent = Agent(config)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+
 
 class HeapwatchError(Exception):
     """Something went wrong that a user can act on; the message says what to do."""

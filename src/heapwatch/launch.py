@@ -146,6 +146,7 @@ def run(
     notice: Callable[[str], None] | None = None,
     phases: list[Phase] | None = None,
     children: str = "all",
+    show_names: bool = False,
 ) -> LaunchResult:
     """Run ``cmd`` under the agent until it exits, ``duration`` passes, or the last of
     ``phases`` ends (their clock starts when the agent checks in). ``children``: which
@@ -153,7 +154,7 @@ def run(
     ``fork`` (forked ones), ``none``; the others are recorded from outside."""
     check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
-    meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
+    meta = run_meta(list(cmd), interval, trace, trace_depth, "run", show_names)
     meta["cwd"] = os.getcwd()
     meta["children"] = children
     writer = Writer(store_path, meta={"run": meta}, reserve=RESERVE_BYTES)
@@ -163,7 +164,8 @@ def run(
     sock_dir = tempfile.mkdtemp(prefix="heapwatch-")
     sock_path = os.path.join(sock_dir, "agent.sock")
     config = AgentConfig(store=store_path, interval=interval, trace=trace,
-                         trace_depth=trace_depth, control=sock_path, children=children)
+                         trace_depth=trace_depth, control=sock_path, children=children,
+                         show_names=show_names)
     config_path = os.path.join(sock_dir, "agent-config.json")
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -199,6 +201,7 @@ def run(
     next_status = started + 1.0
     checked_in = False
     ended_by = "exit"
+    ended_t: float | None = None  # when the target ended by itself
     old_term = signal.getsignal(signal.SIGTERM)
 
     def _on_term(signum: int, frame: object) -> None:
@@ -239,6 +242,7 @@ def run(
             while True:
                 try:
                     proc.wait(timeout=0.1)
+                    ended_t = time.time()
                     break
                 except subprocess.TimeoutExpired:
                     pass
@@ -286,7 +290,8 @@ def run(
     writer.release_reserve()
     store(lambda: writer.set_meta({"launch": {
         "exit_code": code, "ended_by": ended_by, "checked_in": checked_in,
-        "no_agent_reason": reason, "error": error, "disk_full": disk_full}}))
+        "no_agent_reason": reason, "error": error, "disk_full": disk_full,
+        "ended_t": ended_t if ended_by == "exit" else None, "pid": proc.pid}}))
     writer.close()
     return LaunchResult(run_dir, code, ended_by, checked_in, reason, error, store_errors)
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+
 SCHEMA_VERSION = 2
 # Store versions this heapwatch can read: 1 (one process per run, no ``processes`` table).
 READABLE_SCHEMAS = (1, 2)

@@ -19,6 +19,7 @@ import os
 import re
 import stat
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.errors import ReportError, UsageError
 
 DEFAULT_ROOT = "reports"

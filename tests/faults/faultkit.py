@@ -1,19 +1,27 @@
 """What the fault tests share: running heapwatch, judging its errors, a small filesystem
-of their own, and another real user (tests run as root; ``nobody`` is the other one)."""
+of their own, another real user (tests run as root; ``nobody`` is the other one), real
+processes with handshakes, and greps of what a run wrote."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 
+from heapwatch.attach.diagnose import proc_state
+
+__all__ = ["proc_state"]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SRC = os.path.join(ROOT, "src")
 OTHER_UID = 65534  # nobody
 OTHER_GID = 65534
 
@@ -104,3 +112,70 @@ def fill(path: str) -> None:
                 pass
     finally:
         os.close(fd)
+
+
+def spawn(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "heapwatch", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def report(out: str) -> dict[str, Any]:
+    with open(os.path.join(out, "report.json"), encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition the code under test must reach (a state, not a guess at time)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def read_line(stream: Any, want: str, timeout: float = 60) -> str:
+    """Read lines until one starts with ``want`` (a handshake)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    for line in stream:
+        seen.append(line)
+        if line.startswith(want):
+            return str(line)
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"no line starting with {want!r}; got {''.join(seen)!r}")
+
+
+def files_containing(root: str, needles: Iterable[str]) -> dict[str, list[str]]:
+    """{needle: [files under root whose bytes contain it]} (text and binary alike, as
+    UTF-8 and, for SQLite's sake, as UTF-16 too)."""
+    needles = list(needles)
+    hits: dict[str, list[str]] = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            for n in needles:
+                if n.encode() in data or n.encode("utf-16-le") in data:
+                    hits.setdefault(n, []).append(os.path.relpath(path, root))
+    return hits
+
+
+def proc_status(pid: int, field: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def env_without_agent() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("HEAPWATCH")}

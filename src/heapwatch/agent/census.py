@@ -12,6 +12,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+
 CONTAINER_BASES: tuple[type, ...] = (dict, list, set, deque)
 
 

@@ -10,6 +10,7 @@ from itertools import islice
 from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, MethodType, ModuleType
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.agent.naming import type_name
 from heapwatch.agent.sites import is_library, is_own, object_sites, site_label
 from heapwatch.model import ItemSample

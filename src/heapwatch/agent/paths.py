@@ -26,8 +26,9 @@ import weakref
 from collections import deque
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.agent.census import CONTAINER_BASES, base_len
-from heapwatch.agent.naming import key_part, main_stem, module_display
+from heapwatch.agent.naming import key_part, main_stem, module_display, name_part
 
 _STDLIB_DIRS = tuple(
     p for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
@@ -219,19 +220,19 @@ def _text(steps: list[Step], stem: str) -> str:
         if kind == "m":
             out.append(module_display(key, stem))
         elif kind == "a":
-            out.append("." + key)
+            out.append("." + name_part(key))
         elif kind == "k":
             out.append(key_part(key))
         elif kind == "c":
-            out.append(f".<closure>.{key}")
+            out.append(f".<closure>.{name_part(key)}")
         elif kind == "l":
             out.append(".<lru_cache>")
         elif kind == "x":
             out.append("." + ABC_CACHE)
         elif kind == "t":
-            out.append(f"<thread {key}>")
+            out.append(f"<thread {name_part(key)}>")
         elif kind in ("f", "v"):
-            out.append(f".{key}")
+            out.append(f".{name_part(key)}")
         else:
             out.append(f"[{key}]")
     return "".join(out)

@@ -16,6 +16,7 @@ import stat
 import tempfile
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.rundir import O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, write_at
 
 _MAX_ENTRY = 64 * 1024

@@ -13,6 +13,9 @@ import sysconfig
 import tracemalloc
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+from heapwatch.agent.naming import clean
+
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TRACEMALLOC_FILE = os.path.abspath(tracemalloc.__file__)
 _STDLIB = tuple(
@@ -35,7 +38,7 @@ def is_library(filename: str) -> bool:
 
 
 def site_label(filename: str, lineno: int) -> str:
-    return f"{filename}:{lineno}"
+    return clean(f"{filename}:{lineno}")
 
 
 def take_raw() -> list[Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from heapwatch.analysis import phases as _phases
 from heapwatch.analysis.integrity import agent_errors
+from heapwatch.analysis.lifecycle import death_note, target_exit
 from heapwatch.analysis.series import Series, build, main_pid
 from heapwatch.analysis.trend import DEFAULT, Trend, TrendParams, assess, theil_sen, warmup_cut
 from heapwatch.model import Finding, Growth, Mark
@@ -78,6 +79,7 @@ class Analysis:
     ignored: set[str] = field(default_factory=set)
     series: Series | None = None
     data: RunData | None = None
+    target_exit: dict[str, Any] = field(default_factory=dict)  # analysis.lifecycle
     # A run of several processes (analysis/tree.py): one row per process, the tree's summary,
     # each process's own analysis by pid, and per finding fingerprint where it holds.
     processes: list[dict[str, Any]] = field(default_factory=list)
@@ -211,9 +213,13 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
     else:
         verdict, reason = "no-leak", f"nothing grew without bound over {n} snapshots"
 
+    ended = target_exit(run.meta, ser.snapshots[0].t if ser.snapshots else None, pid)
+    died = death_note(ended)
+    if died:
+        reason = f"{died}; {reason}"
     pauses = [s.duration_s for s in ser.snapshots] if source == "agent" else []
     traced = sum(1 for s in ser.snapshots if s.traced)
-    errors = agent_errors(run, ser.snapshots)
+    errors = agent_errors(run, ser.snapshots, pid)
     duration = ser.xs[-1] if ser.xs else 0.0
     phase_info, derived = _phases.phases(ser, run.marks, start)
     phase_cmp = _phases.comparison(phase_info)
@@ -251,6 +257,7 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
         notes=notes,
         series=ser,
         data=run,
+        target_exit=ended,
     )
 
 

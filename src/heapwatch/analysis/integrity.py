@@ -44,7 +44,12 @@ def store_problems(run: RunData) -> list[str]:
     return out
 
 
-def agent_errors(run: RunData, snapshots: Iterable[Snapshot]) -> list[str]:
+def agent_errors(run: RunData, snapshots: Iterable[Snapshot], pid: int | None = None
+                 ) -> list[str]:
     """report.json ``agent.errors``: what the store lost first, then what the collectors of
-    ``snapshots`` recorded (type and place of each error, never its message)."""
-    return store_problems(run) + sorted({e for s in snapshots for e in s.errors})
+    ``snapshots`` recorded and the agent's own failures (its thread died, a snapshot could
+    not be taken: ``error`` events of ``pid``, any process when None) — type and place of
+    each error, never its message."""
+    failed = {m for epid, _, kind, m in run.events
+              if kind == "error" and (pid is None or epid == pid) and not m.startswith("snapshot:")}
+    return store_problems(run) + sorted({e for s in snapshots for e in s.errors} | failed)

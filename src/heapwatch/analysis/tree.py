@@ -35,6 +35,7 @@ from heapwatch.analysis.findings import (
     finding_series,
 )
 from heapwatch.analysis.integrity import agent_errors
+from heapwatch.analysis.lifecycle import death_note
 from heapwatch.analysis.series import Series, main_pid
 from heapwatch.model import SEVERITY_RANK, Finding, Growth, Mark, ProcessInfo, ProcessStat, Snapshot
 from heapwatch.store import RunData
@@ -216,6 +217,9 @@ def analyze_tree(run: RunData, params: AnalysisParams | None = None,
         verdict = "no-leak"
         reason = (f"nothing grew without bound in the {len(judged)} long-lived process(es) "
                   f"({_role_list(role_counts)})")
+    died = death_note(base.target_exit)  # the root's end, as analyze() says it
+    if died and not reason.startswith(died):
+        reason = f"{died}; {reason}"
     tree = {
         "processes": len(with_data),
         "watched": sum(1 for st in with_data if st.agent),

@@ -56,9 +56,12 @@ from heapwatch.cli.options import DURATION, PID
 @click.option("--tree", is_flag=True,
               help="Enter every Python process below PID too (a pre-fork server's workers); "
                    "workers it forks later get an agent from its fork hook.")
+@click.option("--show-names", is_flag=True,
+              help="Write secret-looking names (dict keys, attribute and thread names, "
+                   "command-line arguments) as they are instead of […].")
 def command(pid: int, duration: float | None, interval: float, out: str | None, trace: str,
             trace_depth: int | None, method: str, python: str | None, start_timeout: float,
-            force: bool, tree: bool) -> None:
+            force: bool, tree: bool, show_names: bool) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.attach.session import AttachOptions, record
     from heapwatch.cli.options import finish
@@ -89,7 +92,8 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
 
     opts = AttachOptions(pid=pid, run_dir=run_dir, interval=interval, duration=duration,
                          trace=trace, trace_depth=trace_depth, method=method, python=python,
-                         force=force, start_timeout=start_timeout, tree=tree)
+                         force=force, start_timeout=start_timeout, tree=tree,
+                         show_names=show_names)
     result = record(opts, status=status if tty else None, notice=notice, started=started)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
@@ -103,10 +107,14 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
 
 def _stem(pid: int) -> str:
     """The run's default name: the target's script or module (``app`` for app.py)."""
+    from heapwatch import redact
+
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            args = redact.argv(a.decode(errors="replace") for a in f.read().split(b"\0") if a)
     except OSError:
+        return f"pid{pid}"
+    if any(redact.HIDDEN in a for a in args[:3]):
         return f"pid{pid}"
     for i, arg in enumerate(args[1:], 1):
         if arg == "-m" and i + 1 < len(args):

@@ -45,8 +45,13 @@ from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, exec
               help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
                    "generator) runs during it; the command is stopped after the last one.")
 @children_option
+@click.option("--show-names", is_flag=True,
+              help="Write secret-looking names (dict keys, attribute and thread names, "
+                   "command-line arguments) as they are instead of […]. Values and the "
+                   "environment are never recorded.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float | None, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], children: str,
-            cmd: tuple[str, ...]) -> None:
-    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, children))
+            show_names: bool, cmd: tuple[str, ...]) -> None:
+    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, children,
+                     show_names))

@@ -63,13 +63,13 @@ PID = Pid()
 
 def execute(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-            children: str = "all") -> int:
+            children: str = "all", show_names: bool = False) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
     from heapwatch import launch
 
     result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs,
-                              children)
+                              children, show_names)
     finish(analysis)
     ended_early(result)
     return launch.exit_status(result)
@@ -116,7 +116,7 @@ def finish(analysis: Any, directory: str | None = None, formats: tuple[str, ...]
 
 def record(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-           children: str = "all") -> tuple[Any, Any]:
+           children: str = "all", show_names: bool = False) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
     import os
 
@@ -143,7 +143,11 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
         interval = default_interval(planned)
     if trace_depth is None:
         trace_depth = default_trace_depth(trace)
-    stem = os.path.splitext(os.path.basename(cmd[-1] if cmd else "run"))[0]
+    from heapwatch import redact
+
+    # the run's name must not carry a password given as the last argument
+    last = redact.argv(cmd)[-1] if cmd else "run"
+    stem = "run" if redact.HIDDEN in last else os.path.splitext(os.path.basename(last))[0]
     run_dir = prepare_run_dir(out or default_run_dir(stem))
     tty = sys.stderr.isatty()
 
@@ -157,7 +161,7 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
                + (f" for {format_duration(duration)}" if duration else ""), err=True)
     result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
                         status=status if tty else None, notice=notice, phases=phases,
-                        children=children)
+                        children=children, show_names=show_names)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     for line in result.store_errors:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -47,6 +48,10 @@ OTHER_PHASE_COLORS = ("#7c3aed", "#0891b2", "#be185d", "#65a30d", "#ea580c")
 BAR_COLORS = ("#93c5fd", "#3b82f6", "#1e3a8a")  # median, p95, max
 
 _STYLE: dict[str, Any] = {
+    # Every text is drawn as it is: names come from the target ("$\\frac{x}{y}$" as an
+    # attribute, a phase called "$x$"), and mathtext or TeX would parse them, or raise.
+    "text.parse_math": False,
+    "text.usetex": False,
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -98,7 +103,10 @@ def _figure(width: float, height: float) -> Iterator[Figure]:
     import matplotlib
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(cast(Any, _STYLE)):  # its stubs want literal keys
+    with matplotlib.rc_context(cast(Any, _STYLE)), warnings.catch_warnings():  # literal keys
+        # a glyph the font lacks (a name in another script, an emoji) is drawn as a box,
+        # not reported on the user's terminal
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         yield Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 

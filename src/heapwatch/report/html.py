@@ -22,6 +22,7 @@ from typing import Any
 
 from heapwatch import __version__
 from heapwatch.analysis import Analysis
+from heapwatch.analysis.lifecycle import end_line
 
 # The projection is computed in the analysis (one place for HTML and JSON).
 from heapwatch.analysis.projection import (
@@ -388,6 +389,8 @@ def _run(a: Analysis) -> str:
     ]
     if r.get("exit_code") is not None:
         rows.append(("exit code", _e(r["exit_code"])))
+    if a.target_exit:
+        rows.append(("end", _e(end_line(a.target_exit))))
     rows.append(("run directory", _code(a.run_dir)))
     return '<section id="run"><h2>Run</h2>' + _facts(rows) + "</section>"
 

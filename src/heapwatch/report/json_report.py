@@ -39,6 +39,7 @@ def to_dict(a: Analysis, memory_limit: int | None = None) -> dict[str, Any]:
         "projection": projection_dict(projection(a, memory_limit)),
         "processes": a.processes,
         "tree": a.tree,
+        "target_exit": a.target_exit,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from heapwatch.analysis import Analysis
+from heapwatch.analysis.lifecycle import end_line
 
 
 def _cell(text: object) -> str:
@@ -64,6 +65,8 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
     if a.agent.get("pause_median_s") is not None:
         out.append(f"- agent pause per snapshot: median {a.agent['pause_median_s'] * 1000:.1f} ms,"
                    f" max {a.agent['pause_max_s'] * 1000:.1f} ms")
+    if a.target_exit:
+        out.append(f"- end: {_cell(end_line(a.target_exit))}")
     for note in a.notes:
         out.append(f"- note: {_cell(note)}")
     out.append("")
