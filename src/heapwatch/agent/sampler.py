@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from heapwatch.agent import census, items, naming, paths, process, registry, sites
+from heapwatch.agent import census, core, items, naming, paths, process, registry, sites
 from heapwatch.errors import AgentError
 from heapwatch.model import TRACE_MODES, ContainerStat, ItemSample, Mark, ProcessStat, Snapshot
 from heapwatch.store import Writer
@@ -151,6 +151,7 @@ class Agent:
                     "tracemalloc_preexisting": preexisting,
                     "control": cfg.control,
                     "main": naming.main_stem(),
+                    **core.info().as_meta(),
                 }
             }
         )
@@ -382,7 +383,9 @@ class Agent:
         types_by_name: dict[str, type] = {}
         try:
             try:
-                res = census.take_census(cfg.floor, self._own_ids, keep)
+                res = core.census(cfg.floor, self._own_ids, self._maybe_suspect_ids())
+                keep.update(res.wanted)
+                res.wanted.clear()
                 gc_objects = res.gc_objects
                 for t, n in res.type_counts.items():
                     name = naming.type_name(t, stem)
@@ -571,6 +574,18 @@ class Agent:
                 named[oid] = path
                 keep[oid] = obj
             obj = None
+
+    def _maybe_suspect_ids(self) -> set[int]:
+        """Containers known only by id that may turn suspect at this snapshot (seen at
+        least twice): the census hands back references to these, and to no other."""
+        out: set[int] = set()
+        for key, hist in self._history.items():
+            if len(hist) >= 2 and "@0x" in key:
+                try:
+                    out.add(int(key.rsplit("@", 1)[1], 16))
+                except ValueError:
+                    pass
+        return out
 
     def _sample_suspects(
         self,
