@@ -105,7 +105,7 @@ def test_census_counts_types_and_finds_big_containers() -> None:
     big = {i: str(i) for i in range(500)}
     tracked = [[i] for i in range(300)]
     res = census.take_census(200, set())
-    assert res.type_counts[list] >= 300
+    assert dict(res.type_counts)[list] >= 300
     ids = {oid for oid, _, _ in res.big}
     assert id(tracked) in ids
     assert id(big) not in ids  # atomic dicts are not gc-tracked: the path walk finds them

@@ -70,14 +70,16 @@ def base_len(t: type) -> Callable[[Any], int] | None:
 
 
 class CensusResult:
-    """Plain data out of one census. ``wanted`` holds the only object references: the
-    containers asked for by id; the caller clears it before the snapshot ends."""
+    """Plain data out of one census: ``type_counts`` as (type, count) pairs (no dict keyed
+    by type: hashing a class may run its metaclass's ``__hash__``), ``big`` as (id, type,
+    len). ``wanted`` holds the only object references, the containers asked for by id; the
+    caller clears it before the snapshot ends."""
 
     __slots__ = ("big", "gc_objects", "type_counts", "wanted")
 
     def __init__(
         self,
-        type_counts: dict[type, int],
+        type_counts: list[tuple[type, int]],
         big: list[tuple[int, type, int]],
         gc_objects: int,
         wanted: dict[int, Any] | None = None,
@@ -179,7 +181,7 @@ def take_census(
                                                              map(id, containers)))}
     finally:
         containers.clear()
-    type_counts = {types_by_id[tid]: n for tid, n in counts_by_id.items()}
+    type_counts = [(types_by_id[tid], n) for tid, n in counts_by_id.items()]
     return CensusResult(type_counts, big, sum(counts_by_id.values()), wanted)
 
 

@@ -140,7 +140,7 @@ def census(floor: int, exclude_ids: Collection[int], want_ids: Collection[int] =
         return _py.take_census(floor, exclude_ids, want_ids)
     counts, big, wanted, total = mod.census(floor, exclude_ids, want_ids)
     try:
-        return CensusResult(dict(counts), big, total, {id(o): o for o in wanted})
+        return CensusResult(counts, big, total, {id(o): o for o in wanted})
     finally:
         wanted.clear()
 

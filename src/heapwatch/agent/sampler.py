@@ -387,7 +387,7 @@ class Agent:
                 keep.update(res.wanted)
                 res.wanted.clear()
                 gc_objects = res.gc_objects
-                for t, n in res.type_counts.items():
+                for t, n in res.type_counts:
                     name = naming.type_name(t, stem)
                     type_counts[name] = type_counts.get(name, 0) + n
                     types_by_name[name] = t
