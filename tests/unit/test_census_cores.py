@@ -174,3 +174,14 @@ def test_use_refuses_an_unknown_core() -> None:
 
     with pytest.raises(AgentError, match="core must be one of"):
         core.use("rust")
+
+
+def test_the_python_core_names_a_class_it_could_not_list(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    from heapwatch.agent import census
+
+    monkeypatch.setattr(census, "_live_types", lambda: {})
+    widgets = [Widget() for _ in range(5)]
+    res = census.take_census(10**9, set())
+    assert counts(res)[id(Widget)] == len(widgets)
+    assert res.gc_objects == sum(n for _, n in res.type_counts)

@@ -69,6 +69,22 @@ def base_len(t: type) -> Callable[[Any], int] | None:
     return None
 
 
+def _fast_len(t: type) -> Callable[[Any], int] | None:
+    """``len`` itself when no class from ``t`` down to its container base defines
+    ``__len__`` but the base (so ``len`` runs the base's C slot), else the base's
+    ``__len__``; None for a type that is not a container."""
+    fn = base_len(t)
+    if fn is None:
+        return None
+    mro: tuple[type, ...] = type.__dict__["__mro__"].__get__(t)
+    for k in mro:
+        if any(k is base for base in CONTAINER_BASES):  # no ==: a metaclass may define it
+            return len
+        if "__len__" in type.__dict__["__dict__"].__get__(k):
+            return fn
+    return fn
+
+
 class CensusResult:
     """Plain data out of one census: ``type_counts`` as (type, count) pairs (no dict keyed
     by type: hashing a class may run its metaclass's ``__hash__``), ``big`` as (id, type,
@@ -114,29 +130,33 @@ def _apply(fns: Iterable[Callable[[Any], Any]], objs: Iterable[Any]) -> Iterator
     return map(next, map(map, fns, zip(objs)))
 
 
-# Each _*_pipeline function only builds a pipeline: nothing is read until its consumer
-# runs, and every stream of L in it is pulled in lockstep, in the order written.
-def _type_pipeline(types_by_id: dict[int, type]) -> Iterator[int]:
-    """The type id of every gc object; ``types_by_id`` is filled on the way (types only)."""
-    ls = _gc_lists(2)
-    type_ids = map(_ids, map(_types, ls))  # pull 1
-    types = map(_types, ls)  # pull 2
-    known = map(partial(map, types_by_id.setdefault), type_ids, types)
-    return chain.from_iterable(map(_ids, known))
+# Each pipeline function only builds a pipeline: nothing is read until its consumer runs,
+# and every stream of L in it is pulled in lockstep, in the order written.
+def _type_id_pipeline() -> Iterator[int]:
+    """The type id of every gc object."""
+    return chain.from_iterable(map(_ids, map(_types, _gc_lists(1))))
 
 
-def _containers_pipeline(container_type_ids: frozenset[int]) -> Iterator[Any]:
-    """The gc objects whose type id is in ``container_type_ids``."""
-    ls = _gc_lists(2)
-    selectors = map(_over(container_type_ids.__contains__), map(_ids, map(_types, ls)))
-    return chain.from_iterable(map(compress, ls, selectors))  # pulls ls, then selectors
-
-
-def _newest_pipeline(t: type) -> Iterator[Any]:
-    """The objects of exactly type ``t`` in the youngest generation, oldest first."""
-    ls = _gc_lists(2, 0)
-    selectors = map(_over(id(t).__eq__), map(_ids, map(_types, ls)))
+def _select(type_ids: frozenset[int], generation: int | None = None) -> Iterator[Any]:
+    """The gc objects whose type id is in ``type_ids`` (L pulled twice: the data, then the
+    selectors)."""
+    ls = _gc_lists(2, generation)
+    selectors = map(_over(type_ids.__contains__), map(_ids, map(_types, ls)))
     return chain.from_iterable(map(compress, ls, selectors))
+
+
+def _live_types() -> dict[int, type]:
+    """Every class, by id: ``object`` and its subclasses, recursively (C calls on classes
+    only: no instance is touched)."""
+    subclasses = type.__dict__["__subclasses__"]
+    found: dict[int, type] = {id(object): object}
+    todo = [object]
+    while todo:
+        for sub in subclasses(todo.pop()):
+            if id(sub) not in found:
+                found[id(sub)] = sub
+                todo.append(sub)
+    return found
 
 
 class _GcPaused:
@@ -160,28 +180,40 @@ def take_census(
 ) -> CensusResult:
     """Count tracked objects by type; list tracked containers with ``len >= floor`` (not in
     ``exclude_ids``); return the containers whose id is in ``want_ids`` in ``wanted``."""
-    types_by_id: dict[int, type] = {}
     counts_by_id: dict[int, int] = {}
     with _GcPaused():
-        _count_elements(counts_by_id, _type_pipeline(types_by_id))
+        _count_elements(counts_by_id, _type_id_pipeline())
+    types_by_id = _live_types()
+    unknown = frozenset(tid for tid in counts_by_id if tid not in types_by_id)
+    if unknown:  # made since the pass, or not listed by __subclasses__: ask the objects
+        with _GcPaused():
+            found = list(map(type, _select(unknown)))
+        types_by_id.update((id(t), t) for t in found)
     lens: dict[int, Callable[[Any], int]] = {}
-    for tid, t in types_by_id.items():
-        fn = base_len(t)
+    for tid in counts_by_id:
+        t = types_by_id.get(tid)
+        fn = _fast_len(t) if t is not None else None
         if fn is not None:
             lens[tid] = fn
     with _GcPaused():
-        containers = list(_containers_pipeline(frozenset(lens)))
-    # From here on, only containers are held (and only until the end of this function).
+        containers = list(_select(frozenset(lens)))
+    # From here on only containers are held, and only until the end of this function.
     try:
-        sizes = list(_apply(map(lens.__getitem__, map(id, map(type, containers))), containers))
-        big = [(id(c), type(c), n) for c, n in zip(containers, sizes, strict=True)
-               if n >= floor and id(c) not in exclude_ids]
+        if all(fn is len for fn in lens.values()):
+            sizes = list(map(len, containers))
+        else:
+            sizes = list(_apply(map(lens.__getitem__, map(id, map(type, containers))), containers))
+        selected = list(map(floor.__le__, sizes))
+        big = [(id(c), type(c), n)
+               for c, n in zip(compress(containers, selected), compress(sizes, selected),
+                               strict=True)
+               if id(c) not in exclude_ids]
         want = frozenset(want_ids)
         wanted = {id(c): c for c in compress(containers, map(want.__contains__,
                                                              map(id, containers)))}
     finally:
         containers.clear()
-    type_counts = [(types_by_id[tid], n) for tid, n in counts_by_id.items()]
+    type_counts = [(types_by_id[tid], n) for tid, n in counts_by_id.items() if tid in types_by_id]
     return CensusResult(type_counts, big, sum(counts_by_id.values()), wanted)
 
 
@@ -191,6 +223,6 @@ def newest_of_type(t: type, k: int) -> list[Any]:
     if k <= 0 or issubclass(t, UNSAFE_TO_HOLD):
         return []
     with _GcPaused():
-        newest = deque(_newest_pipeline(t), maxlen=k)
+        newest = deque(_select(frozenset((id(t),)), 0), maxlen=k)
     newest.reverse()
     return list(newest)
