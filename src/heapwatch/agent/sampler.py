@@ -576,8 +576,9 @@ class Agent:
             obj = None
 
     def _maybe_suspect_ids(self) -> set[int]:
-        """Containers known only by id that may turn suspect at this snapshot (seen at
-        least twice): the census hands back references to these, and to no other."""
+        """Containers known by id only — no path, or a path that cannot be followed again
+        (a thread's stack) — that may turn suspect at this snapshot (seen at least twice):
+        the census hands back references to these, and to no other."""
         out: set[int] = set()
         for key, hist in self._history.items():
             if len(hist) >= 2 and "@0x" in key:
@@ -585,6 +586,10 @@ class Agent:
                     out.add(int(key.rsplit("@", 1)[1], 16))
                 except ValueError:
                     pass
+        for oid, (path, _) in self._id_paths.items():
+            hist = self._history.get(path)
+            if hist is not None and len(hist) >= 2:
+                out.add(oid)
         return out
 
     def _sample_suspects(
