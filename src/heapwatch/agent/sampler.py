@@ -587,8 +587,7 @@ class Agent:
                 except ValueError:
                     pass
         for oid, (path, _) in self._id_paths.items():
-            hist = self._history.get(path)
-            if hist is not None and len(hist) >= 2:
+            if len(self._history.get(path, ())) >= 2:
                 out.add(oid)
         return out
 
