@@ -29,6 +29,7 @@ from typing import Any, cast
 from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.agent import (
     census,
+    core,
     items,
     lineage,
     naming,
@@ -223,6 +224,7 @@ class Agent:
                     "control": cfg.control,
                     "main": naming.main_stem(),
                     "children": cfg.children,
+                    **core.info().as_meta(),
                 }
             }
             )
@@ -587,10 +589,12 @@ class Agent:
             try:
                 c0 = time.perf_counter()
                 census_s = 0.0
-                res = census.take_census(cfg.floor, self._own_ids, keep)
+                res = core.census(cfg.floor, self._own_ids, self._maybe_suspect_ids())
                 census_s = time.perf_counter() - c0
+                keep.update(res.wanted)
+                res.wanted.clear()
                 gc_objects = res.gc_objects
-                for t, n in res.type_counts.items():
+                for t, n in res.type_counts:
                     name = naming.type_name(t, stem)
                     type_counts[name] = type_counts.get(name, 0) + n
                     types_by_name[name] = t
@@ -822,6 +826,22 @@ class Agent:
                 named[oid] = path
                 keep[oid] = obj
             obj = None
+
+    def _maybe_suspect_ids(self) -> set[int]:
+        """Containers known by id only — no path, or a path that cannot be followed again
+        (a thread's stack) — that may turn suspect at this snapshot (seen at least twice):
+        the census hands back references to these, and to no other."""
+        out: set[int] = set()
+        for key, hist in self._history.items():
+            if len(hist) >= 2 and "@0x" in key:
+                try:
+                    out.add(int(key.rsplit("@", 1)[1], 16))
+                except ValueError:
+                    pass
+        for oid, (path, _) in self._id_paths.items():
+            if len(self._history.get(path, ())) >= 2:
+                out.add(oid)
+        return out
 
     def _sample_suspects(
         self,

@@ -35,6 +35,7 @@ from heapwatch.analysis.projection import (
 )
 from heapwatch.model import REPORT_SCHEMA, Finding
 from heapwatch.report import charts
+from heapwatch.report.summary import core_text
 from heapwatch.rundir import write_file
 from heapwatch.units import fmt_bytes
 
@@ -403,6 +404,9 @@ def _agent(a: Analysis) -> str:
         ("tracing", _e(f"{tr.get('mode', '?')}, depth {tr.get('depth', '?')}; "
                        f"{(tr.get('share') or 0):.0%} of snapshots traced")),
     ]
+    core = core_text(ag)
+    if core is not None:
+        rows.append(("core", _e(core)))
     if ag.get("checked_in") is False:
         rows.append(("agent", "never checked in: only process figures were recorded"))
     if ag.get("stopped"):

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from heapwatch.analysis import Analysis
 from heapwatch.analysis.lifecycle import end_line
+from heapwatch.report.summary import core_text
 
 
 def _cell(text: object) -> str:
@@ -67,6 +68,9 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
                    f" max {a.agent['pause_max_s'] * 1000:.1f} ms")
     if a.target_exit:
         out.append(f"- end: {_cell(end_line(a.target_exit))}")
+    core = core_text(a.agent)
+    if core is not None:
+        out.append(f"- agent core: {_cell(core)}")
     for note in a.notes:
         out.append(f"- note: {_cell(note)}")
     out.append("")
