@@ -185,3 +185,50 @@ def test_the_python_core_names_a_class_it_could_not_list(monkeypatch: pytest.Mon
     res = census.take_census(10**9, set())
     assert counts(res)[id(Widget)] == len(widgets)
     assert res.gc_objects == sum(n for _, n in res.type_counts)
+
+
+class _Sentinel:
+    """gc-tracked, not a container: only gc's object list ever holds it besides its owner."""
+
+
+class _Watch:
+    """An audit hook (they cannot be removed: inert when not armed) that notes whether it
+    ever ran while a list held ``sentinel`` — i.e. Python code ran while a pass held gc's
+    object list, when the GIL could pass to a thread building a tuple."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.sentinel = _Sentinel()
+        self.base = 0
+        self.calls = 0
+        self.while_held: set[str] = set()
+
+    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self.armed:
+            return
+        self.calls += 1
+        if sys.getrefcount(self.sentinel) > self.base:
+            self.while_held.add(event)
+
+
+_WATCH = _Watch()
+sys.addaudithook(_WATCH)
+
+
+@pytest.mark.parametrize("pass_", ["census", "newest_of_type"])
+def test_no_python_code_runs_while_a_pass_holds_the_object_list(census_core: str,
+                                                                pass_: str) -> None:
+    w = _WATCH
+    w.base = sys.getrefcount(w.sentinel)
+    w.calls = 0
+    w.while_held.clear()
+    w.armed = True
+    try:
+        if pass_ == "census":
+            core.census(1, set(), ())
+        else:
+            core.newest_of_type(list, 5)
+    finally:
+        w.armed = False
+    assert w.calls > 0 or census_core == "native"  # the hook ran (gc.get_objects is audited)
+    assert w.while_held == set(), f"audit hook ran while gc's list was held: {w.while_held}"

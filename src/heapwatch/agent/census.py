@@ -29,7 +29,7 @@ eval breaker after it). Two rules make that true:
 
 What comes out is ints, types and containers (dict, list, set, deque and subclasses:
 code does not rely on holding the only reference to one of those); container lengths
-come from the base types' C ``__len__``; types are keyed by ``id()`` (ints hash in C, a
+come from the base types' C ``__len__``; types are keyed by ``_key`` (ints hash in C, a
 metaclass ``__hash__`` never runs inside a pass).
 
 Raising the switch interval for a pass would not be enough on its own: a thread already
@@ -120,7 +120,12 @@ def _over(f: Callable[[Any], Any]) -> Callable[[Iterable[Any]], Iterator[Any]]:
     return partial(map, f)
 
 
-_ids, _types = _over(id), _over(type)
+# A type's identity as an int, computed in C by object's own hash (the pointer, rotated: one
+# int per object, never a metaclass __hash__). Not id(): id() raises the "builtins.id" audit
+# event, so with any Python audit hook installed (the target's, or the agent's temp-file
+# watch) every id() runs Python code, and the GIL can pass while a pass holds L.
+_key: Callable[[Any], int] = object.__hash__
+_ids, _types = _over(_key), _over(type)
 _call: Callable[..., Any] | None = getattr(operator, "call", None)  # 3.11+
 
 
@@ -151,12 +156,12 @@ def _live_types() -> dict[int, type]:
     """Every class, by id: ``object`` and its subclasses, recursively (C calls on classes
     only: no instance is touched)."""
     subclasses = type.__dict__["__subclasses__"]
-    found: dict[int, type] = {id(object): object}
+    found: dict[int, type] = {_key(object): object}
     todo = [object]
     while todo:
         for sub in subclasses(todo.pop()):
-            if id(sub) not in found:
-                found[id(sub)] = sub
+            if _key(sub) not in found:
+                found[_key(sub)] = sub
                 todo.append(sub)
     return found
 
@@ -190,7 +195,7 @@ def take_census(
     if unknown:  # made since the pass, or not listed by __subclasses__: ask the objects
         with _GcPaused():
             found = list(map(type, _select(unknown)))
-        types_by_id.update((id(t), t) for t in found)
+        types_by_id.update((_key(t), t) for t in found)
     lens: dict[int, Callable[[Any], int]] = {}
     for tid in counts_by_id:
         t = types_by_id.get(tid)
@@ -204,7 +209,8 @@ def take_census(
         if all(fn is len for fn in lens.values()):
             sizes = list(map(len, containers))
         else:
-            sizes = list(_apply(map(lens.__getitem__, map(id, map(type, containers))), containers))
+            sizes = list(_apply(map(lens.__getitem__, map(_key, map(type, containers))),
+                                containers))
         selected = list(map(floor.__le__, sizes))
         big = [(id(c), type(c), n)
                for c, n in zip(compress(containers, selected), compress(sizes, selected),
@@ -225,6 +231,6 @@ def newest_of_type(t: type, k: int) -> list[Any]:
     if k <= 0 or issubclass(t, UNSAFE_TO_HOLD):
         return []
     with _GcPaused():
-        newest = deque(_select(frozenset((id(t),)), 0), maxlen=k)
+        newest = deque(_select(frozenset((_key(t),)), 0), maxlen=k)
     newest.reverse()
     return list(newest)
