@@ -648,7 +648,9 @@ class Agent:
                 known = named.get(oid)
                 tname = naming.type_name(t, stem)
                 bound = self._bounds.get(known) if known else None
-                if bound is None and issubclass(t, deque):
+                if bound is None and issubclass(t, deque) and oid in keep:
+                    # an unnamed deque is handed back by the census once it may turn
+                    # suspect (seen twice): its bound is known from then on
                     bound = keep[oid].maxlen
                 containers.append(ContainerStat(known or f"{tname}@{oid:#x}", tname, n, 0, known,
                                                 bound))
