@@ -179,3 +179,9 @@ def proc_status(pid: int, field: str) -> str | None:
 
 def env_without_agent() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HEAPWATCH")}
+
+
+def agent_errors(rep: dict[str, Any]) -> list[str]:
+    """report.json's agent.errors but a walk cut by its CPU budget (a busy machine makes it
+    likelier; it is recorded for the reader, and is no failure of the agent)."""
+    return [e for e in rep["agent"]["errors"] if not e.startswith("paths: walk cut")]
