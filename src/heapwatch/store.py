@@ -392,6 +392,16 @@ class LiveReader:
             return None
         return json.loads(row[0]) if row else None
 
+    def latest(self) -> tuple[int, int]:
+        """(agent snapshots, id of the newest): cheap enough to poll for a new snapshot."""
+        try:
+            row = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM snapshots WHERE source='agent'"
+            ).fetchone()
+        except sqlite3.Error:
+            return 0, 0
+        return int(row[0]), int(row[1])
+
     def progress(self, source: str = "agent") -> tuple[int, int | None, str | None]:
         """(snapshots, latest RSS, the container that grew most since the first snapshot)."""
         try:

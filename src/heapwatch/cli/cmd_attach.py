@@ -25,7 +25,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION
+from heapwatch.cli.options import DURATION, following, metrics_options
 
 
 @click.command("attach", help=__doc__)
@@ -52,9 +52,10 @@ from heapwatch.cli.options import DURATION
               help="How long to wait for the agent to report back.")
 @click.option("--force", is_flag=True,
               help="As root, attach to another user's process.")
+@metrics_options
 def command(pid: int, duration: float | None, interval: float, out: str | None, trace: str,
             trace_depth: int | None, method: str, python: str | None, start_timeout: float,
-            force: bool) -> None:
+            force: bool, metrics: str | None, retain: str | None) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.attach.session import AttachOptions, record
     from heapwatch.durations import format_duration
@@ -86,7 +87,8 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
     opts = AttachOptions(pid=pid, run_dir=run_dir, interval=interval, duration=duration,
                          trace=trace, trace_depth=trace_depth, method=method, python=python,
                          force=force, start_timeout=start_timeout)
-    result = record(opts, status=status if tty else None, notice=notice, started=started)
+    with following(run_dir, interval, metrics, retain):
+        result = record(opts, status=status if tty else None, notice=notice, started=started)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     ended = {"duration": "after --duration", "interrupt": "on Ctrl-C",

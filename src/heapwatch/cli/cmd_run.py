@@ -11,6 +11,10 @@ PYTHONPATH), takes a snapshot every --interval, and the run ends when the comman
 after --duration, or on Ctrl-C; then report.json and report.md are written to --out.
 The command's stdin, stdout, stderr and exit code pass through (an end by --duration
 exits 0, Ctrl-C 130). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds.
+
+For a service watched for a long time: --metrics HOST:PORT serves heapwatch's series to
+Prometheus from this process (the target opens no port), and --retain WINDOW keeps the
+store from growing by thinning snapshots older than WINDOW (see docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, execute
+from heapwatch.cli.options import DURATION, execute, metrics_options
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
@@ -39,7 +43,10 @@ from heapwatch.cli.options import DURATION, execute
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]",
               help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
                    "generator) runs during it; the command is stopped after the last one.")
+@metrics_options
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, out: str | None, trace: str,
-            trace_depth: int | None, phases: tuple[str, ...], cmd: tuple[str, ...]) -> None:
-    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases))
+            trace_depth: int | None, phases: tuple[str, ...], metrics: str | None,
+            retain: str | None, cmd: tuple[str, ...]) -> None:
+    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, metrics,
+                     retain))

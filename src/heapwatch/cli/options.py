@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -27,13 +29,62 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 DURATION = Duration()
 
 
+def metrics_options(f: Any) -> Any:
+    """--metrics and --retain, shared by run and attach."""
+    f = click.option(
+        "--retain", metavar="WINDOW", default=None,
+        help="Long-running mode: keep every snapshot of the last WINDOW (e.g. 1h) and thin "
+             "older ones, so the store stops growing. Off by default: every snapshot is "
+             "kept. The report says when snapshots were thinned.")(f)
+    return click.option(
+        "--metrics", metavar="HOST:PORT", default=None,
+        help="Serve heapwatch's series for Prometheus (OpenMetrics) from this process "
+             "while recording, e.g. 127.0.0.1:9464 (a bare port binds 127.0.0.1; "
+             "0.0.0.0:9464 in a container). See docs/fleet.md.")(f)
+
+
+@contextmanager
+def following(run_dir: str, interval: float, metrics: str | None, retain: str | None
+              ) -> Iterator[None]:
+    """Serve metrics and/or apply retention while the body records into ``run_dir``.
+    Bad values and a port that cannot be bound fail here, before any target starts."""
+    import os
+
+    from heapwatch.retention import parse_retain
+    from heapwatch.store import STORE_NAME
+
+    retention = parse_retain(retain) if retain else None
+    if metrics is None and retention is None:
+        yield
+        return
+    from heapwatch.metrics import Follower, serve
+
+    store = os.path.join(run_dir, STORE_NAME)
+    if metrics is not None:
+        exporter = serve(metrics, store, interval, retention)
+        host, port = exporter.address
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"heapwatch: metrics on http://{shown}:{port}/metrics", err=True)
+        stop = exporter.close
+    else:
+        follower = Follower(store, interval, retention=retention, metrics=False)
+        follower.start()
+        stop = follower.stop
+    try:
+        yield
+    finally:
+        stop()
+
+
 def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
-            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()) -> int:
+            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
+            metrics: str | None = None, retain: str | None = None) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
     from heapwatch import launch
 
-    result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs)
+    result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs,
+                              metrics, retain)
     finish(analysis)
     return launch.exit_status(result)
 
@@ -50,8 +101,8 @@ def finish(analysis: Any) -> dict[str, str]:
 
 
 def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
-           trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()
-           ) -> tuple[Any, Any]:
+           trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
+           metrics: str | None = None, retain: str | None = None) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
     import os
 
@@ -78,10 +129,11 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
     def notice(line: str) -> None:
         click.echo(f"heapwatch: {line}", err=True)
 
-    click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
-               + (f" for {format_duration(duration)}" if duration else ""), err=True)
-    result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
-                        status=status if tty else None, notice=notice, phases=phases)
+    with following(run_dir, interval, metrics, retain):
+        click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
+                   + (f" for {format_duration(duration)}" if duration else ""), err=True)
+        result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
+                            status=status if tty else None, notice=notice, phases=phases)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     return result, analyze_run(run_dir)
