@@ -2,7 +2,9 @@
 the last WINDOW and thin older ones to at most ``old_points`` per process, so the store
 of a service watched for weeks stops growing (SQLite reuses the freed pages).
 
-Opt-in only: ``run`` and ``soak`` keep every finished snapshot unless asked. What was
+Old deltas are dropped and old keyframes thinned (a keyframe stands alone; see
+heapwatch.keyframes), never a keyframe that a kept delta is built on. Opt-in only:
+``run`` and ``soak`` keep every finished snapshot unless asked. What was
 dropped is recorded in the store's ``retention`` meta (per pid: snapshots, their pause
 sum, their errors) and stated in the report. The item samples of a dropped snapshot move
 to the next kept one, so what a container's items are and where they were allocated is
@@ -85,29 +87,39 @@ def apply(store: str, policy: Retention, now: float | None = None) -> int:
 
 
 def _apply_batch(conn: sqlite3.Connection, policy: Retention, cutoff: float) -> int:
+    """Old deltas go; old keyframes are thinned, except those a kept delta is built on."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
         meta: dict[str, Any] = json.loads(row[0]) if row else {}
         dropped_meta: dict[str, list[float]] = meta.get("dropped") or {}
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(snapshots)")}
+        base = "base_id" if "base_id" in columns else "NULL"
         drops: list[int] = []
-        moves: list[tuple[int, int]] = []  # (dropped id, kept id the items move to)
+        moves: list[tuple[int, int]] = []  # (dropped id, kept id its item samples move to)
         pids = [r[0] for r in conn.execute(
             "SELECT DISTINCT pid FROM snapshots WHERE source='agent' AND t < ?", (cutoff,))]
         for pid in pids:
             rows = conn.execute(
-                "SELECT id, t, duration_s, errors FROM snapshots WHERE pid=? AND"
+                f"SELECT id, t, duration_s, errors, {base} FROM snapshots WHERE pid=? AND"
                 " source='agent' AND t < ? ORDER BY t, id", (pid, cutoff)).fetchall()
-            kept = _keep([r[1] for r in rows], policy.old_points)
+            newer = conn.execute(
+                f"SELECT MIN(id), {'MIN' if base == 'NULL' else 'GROUP_CONCAT'}({base})"
+                " FROM snapshots WHERE pid=? AND source='agent' AND t >= ?",
+                (pid, cutoff)).fetchone()
+            protected = {int(b) for b in str(newer[1] or "").split(",") if b}
+            frames = [i for i, r in enumerate(rows) if r[4] is None]
+            kept = {frames[i] for i in _keep([rows[i][1] for i in frames], policy.old_points)}
+            kept |= {i for i in frames if rows[i][0] in protected}
             acc = dropped_meta.setdefault(str(pid), [0, 0.0, 0])
-            next_kept = None
+            next_kept = newer[0]
             for i in range(len(rows) - 1, -1, -1):
                 if i in kept:
                     next_kept = rows[i][0]
                     continue
                 if len(drops) >= _BATCH:
                     continue
-                sid, _, pause, errors = rows[i]
+                sid, _, pause, errors, _ = rows[i]
                 drops.append(sid)
                 if next_kept is not None:
                     moves.append((sid, next_kept))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from heapwatch.errors import SchemaError, StoreError
+from heapwatch.keyframes import CONTAINER_GONE, Keyframes, rebuild
 from heapwatch.model import (
     SCHEMA_VERSION,
     ContainerStat,
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     rss INTEGER NOT NULL, fds INTEGER, threads INTEGER, children INTEGER,
     allocated_blocks INTEGER, gc_objects INTEGER, gc_collections TEXT,
     traced_current INTEGER, traced_peak INTEGER, tracemalloc_overhead INTEGER,
-    errors TEXT, sockets INTEGER, tmp_files INTEGER, gc_garbage INTEGER
+    errors TEXT, sockets INTEGER, tmp_files INTEGER, gc_garbage INTEGER,
+    base_id INTEGER
 );
 CREATE TABLE IF NOT EXISTS type_counts (
     snapshot_id INTEGER NOT NULL, name_id INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -112,6 +114,7 @@ class Writer:
         self.path = path
         self._lock = threading.Lock()
         self._names: dict[str, int] = {}
+        self._frames = Keyframes()
         self._cur: sqlite3.Cursor | None = None
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
@@ -186,56 +189,61 @@ class Writer:
             )
 
     def write_snapshot(self, snap: Snapshot) -> int:
+        """Write one snapshot in one transaction: in full (a keyframe) or as what differs
+        from its stream's keyframe (see heapwatch.keyframes)."""
         p = snap.process
-        with self._lock, self._txn() as cur:
-            names: list[str | None] = list(snap.types)
-            names.extend(snap.sites)
-            for c in snap.containers:
-                names.extend((c.key, c.type, c.path))
-            for it in snap.items:
-                names.extend((it.key, it.item_type, it.site, it.user_site))
-            self._name_ids(cur, names)
-            cur.execute(
-                "INSERT INTO snapshots (pid, seq, t, mono, reason, duration_s, phase, traced,"
-                " source, rss, fds, threads, children, allocated_blocks, gc_objects,"
-                " gc_collections, traced_current, traced_peak, tracemalloc_overhead, errors,"
-                " sockets, tmp_files, gc_garbage)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    snap.pid, snap.seq, snap.t, snap.mono, snap.reason, snap.duration_s,
-                    snap.phase, int(snap.traced), snap.source, p.rss, p.fds, p.threads,
-                    p.children, p.allocated_blocks, p.gc_objects,
-                    json.dumps(list(p.gc_collections)), p.traced_current, p.traced_peak,
-                    p.tracemalloc_overhead, json.dumps(list(snap.errors)) if snap.errors else None,
-                    p.sockets, p.tmp_files, p.gc_garbage,
-                ),
-            )
-            sid = cur.lastrowid
-            ids = self._names
-            cur.executemany(
-                "INSERT INTO type_counts VALUES (?,?,?)",
-                [(sid, ids[n], c) for n, c in snap.types.items()],
-            )
-            cur.executemany(
-                "INSERT INTO site_stats VALUES (?,?,?,?)",
-                [(sid, ids[n], c, s) for n, (c, s) in snap.sites.items()],
-            )
-            cur.executemany(
-                "INSERT OR REPLACE INTO container_lens VALUES (?,?,?,?,?,?)",
-                [
-                    (sid, ids[c.key], ids[c.type], c.length, c.size, self._id(c.path))
-                    for c in snap.containers
-                ],
-            )
-            cur.executemany(
-                "INSERT INTO item_samples VALUES (?,?,?,?,?,?,?)",
-                [
-                    (sid, ids[i.key], ids[i.item_type], i.sampled, self._id(i.site),
-                     self._id(i.user_site), i.item_bytes)
-                    for i in snap.items
-                ],
-            )
-            assert sid is not None
+        with self._lock:
+            plan = self._frames.plan(snap)
+            with self._txn() as cur:
+                names: list[str | None] = list(plan.types)
+                names.extend(snap.sites)
+                for c in plan.containers:
+                    names.extend((c.key, c.type, c.path))
+                names.extend(plan.gone)
+                for it in snap.items:
+                    names.extend((it.key, it.item_type, it.site, it.user_site))
+                self._name_ids(cur, names)
+                cur.execute(
+                    "INSERT INTO snapshots (pid, seq, t, mono, reason, duration_s, phase, traced,"
+                    " source, rss, fds, threads, children, allocated_blocks, gc_objects,"
+                    " gc_collections, traced_current, traced_peak, tracemalloc_overhead, errors,"
+                    " sockets, tmp_files, gc_garbage, base_id)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        snap.pid, snap.seq, snap.t, snap.mono, snap.reason, snap.duration_s,
+                        snap.phase, int(snap.traced), snap.source, p.rss, p.fds, p.threads,
+                        p.children, p.allocated_blocks, p.gc_objects,
+                        json.dumps(list(p.gc_collections)), p.traced_current, p.traced_peak,
+                        p.tracemalloc_overhead,
+                        json.dumps(list(snap.errors)) if snap.errors else None,
+                        p.sockets, p.tmp_files, p.gc_garbage, plan.base_id,
+                    ),
+                )
+                sid = cur.lastrowid
+                assert sid is not None
+                ids = self._names
+                cur.executemany(
+                    "INSERT INTO type_counts VALUES (?,?,?)",
+                    [(sid, ids[n], c) for n, c in plan.types.items()],
+                )
+                cur.executemany(
+                    "INSERT INTO site_stats VALUES (?,?,?,?)",
+                    [(sid, ids[n], c, s) for n, (c, s) in snap.sites.items()],
+                )
+                rows = [(sid, ids[c.key], ids[c.type], c.length, c.size, self._id(c.path))
+                        for c in plan.containers]
+                rows += [(sid, ids[k], ids[k], CONTAINER_GONE, 0, None) for k in plan.gone]
+                cur.executemany("INSERT OR REPLACE INTO container_lens VALUES (?,?,?,?,?,?)",
+                                rows)
+                cur.executemany(
+                    "INSERT INTO item_samples VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (sid, ids[i.key], ids[i.item_type], i.sampled, self._id(i.site),
+                         self._id(i.user_site), i.item_bytes)
+                        for i in snap.items
+                    ],
+                )
+            self._frames.committed(snap, sid, plan)
             return sid
 
     def write_mark(self, mark: Mark) -> None:
@@ -274,6 +282,7 @@ class Writer:
         """Forget the connection without touching it (after fork: it belongs to the parent)."""
         self._conn = None
         self._cur = None
+        self._frames.forget()
 
     @property
     def closed(self) -> bool:
@@ -347,13 +356,22 @@ def _load(conn: sqlite3.Connection, path: str) -> RunData:
             ItemSample(names[kid], names[tid], sampled, names.get(site), names.get(usite), nbytes)
         )
     snaps = []
+    # Files written before keyframes have no base_id: every snapshot is full there.
+    has_base = "base_id" in {r[1] for r in conn.execute("PRAGMA table_info(snapshots)")}
+    keyframes: dict[int, tuple[dict[str, int], list[ContainerStat]]] = {}
     for row in conn.execute(
         "SELECT id, pid, seq, t, mono, reason, duration_s, phase, traced, source, rss, fds,"
         " threads, children, allocated_blocks, gc_objects, gc_collections, traced_current,"
-        " traced_peak, tracemalloc_overhead, errors, sockets, tmp_files, gc_garbage"
-        " FROM snapshots ORDER BY t, id"
+        " traced_peak, tracemalloc_overhead, errors, sockets, tmp_files, gc_garbage, "
+        + ("base_id" if has_base else "NULL") + " FROM snapshots ORDER BY id"
     ):
-        sid = row[0]
+        sid, base = row[0], row[24]
+        if base is None:
+            snap_types, snap_conts = types.get(sid, {}), conts.get(sid, [])
+            keyframes[sid] = (snap_types, snap_conts)
+        else:
+            snap_types, snap_conts = rebuild(keyframes.get(base), types.get(sid, {}),
+                                             conts.get(sid, []))
         proc = ProcessStat(
             rss=row[10], fds=row[11], threads=row[12], children=row[13],
             allocated_blocks=row[14], gc_objects=row[15],
@@ -365,11 +383,12 @@ def _load(conn: sqlite3.Connection, path: str) -> RunData:
             Snapshot(
                 seq=row[2], pid=row[1], t=row[3], mono=row[4], reason=row[5],
                 duration_s=row[6], phase=row[7], traced=bool(row[8]), process=proc,
-                types=types.get(sid, {}), sites=sites.get(sid, {}),
-                containers=tuple(conts.get(sid, ())), items=tuple(items.get(sid, ())),
+                types=snap_types, sites=sites.get(sid, {}),
+                containers=tuple(snap_conts), items=tuple(items.get(sid, ())),
                 errors=tuple(json.loads(row[20])) if row[20] else (), source=row[9],
             )
         )
+    snaps.sort(key=lambda snap: snap.t)  # stable: ties keep the order they were written
     marks = [
         Mark(t=t, phase=phase, pid=pid, source=src)
         for pid, t, phase, src in conn.execute("SELECT pid, t, phase, source FROM marks ORDER BY t")

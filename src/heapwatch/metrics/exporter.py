@@ -66,6 +66,10 @@ class Follower:
         self._next_retain = 0.0
 
     def start(self) -> None:
+        if self.retention is not None and os.path.exists(self.store):
+            # Now, so that the store says the run has retention from its start.
+            apply_retention(self.store, self.retention)
+            self._next_retain = time.monotonic() + self._retain_every()
         self._thread = threading.Thread(target=self._run, name="heapwatch-metrics",
                                         daemon=True)
         self._thread.start()
@@ -76,6 +80,10 @@ class Follower:
             self._thread.join(timeout=30)
 
     close = stop
+
+    def _retain_every(self) -> float:
+        assert self.retention is not None
+        return min(RETAIN_EVERY_S, self.retention.window_s / 10)
 
     def _run(self) -> None:
         poll = min(1.0, max(0.05, self.interval / 4))
@@ -96,7 +104,7 @@ class Follower:
 
         if self.retention is not None and now >= self._next_retain:
             apply_retention(self.store, self.retention)
-            self._next_retain = now + min(RETAIN_EVERY_S, self.retention.window_s / 10)
+            self._next_retain = now + self._retain_every()
         if not self.metrics or now < self._next_refresh:
             return False
         reader = LiveReader(self.store)
