@@ -29,7 +29,12 @@ prints the result; the agent's final snapshot at exit is not part of it either. 
 * ``heapwatch run --trace auto`` on the leak variant (windows open: the share of
   snapshots traced is printed);
 * ``heapwatch run --trace on`` (depth 1, its default);
-* ``tracemalloc.start(1)`` inside the process, without heapwatch.
+* ``tracemalloc.start(1)`` inside the process, without heapwatch;
+* ``heapwatch run --trace auto --metrics 127.0.0.1:0`` on the steady workload, its endpoint
+  scraped every second by the driver (as Prometheus would, faster): the cost of
+  ``--metrics``, to read next to ``auto-steady`` (the exporter runs in heapwatch's CLI
+  process and re-analyses the store after each snapshot; the target only shares the
+  machine's cores with it). The notes give the number of scrapes and their median time.
 
 For the ``auto`` variants the table also shows the time per request over only the parts
 of the work that did not overlap a tracing window (the child records a timestamp every 1%
@@ -182,7 +187,47 @@ VARIANTS: list[Variant] = [
     ("auto-leak", "heapwatch --trace auto, small leak", "auto", "leak", False, False),
     ("on", "heapwatch --trace on (depth 1)", "on", "steady", False, True),
     ("tracemalloc", "tracemalloc.start(1), no heapwatch", None, "steady", True, True),
+    ("auto-metrics", "heapwatch --trace auto --metrics, steady", "auto", "steady", False, False),
 ]
+SCRAPE_EVERY_S = 1.0
+
+
+def run_scraped(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], list[float]]:
+    """Run ``heapwatch run --metrics 127.0.0.1:0 ...`` and scrape its endpoint every
+    SCRAPE_EVERY_S until it exits; return the process and each scrape's time."""
+    import re
+    import threading
+    import urllib.request
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    head: list[str] = []
+    url = None
+    for line in proc.stderr:
+        head.append(line)
+        m = re.search(r"metrics on (http://\S+/metrics)", line)
+        if m:
+            url = m.group(1)
+            break
+    times: list[float] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while url and not stop.wait(SCRAPE_EVERY_S):
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    resp.read()
+            except OSError:
+                continue  # the run is ending
+            times.append(time.perf_counter() - t)
+
+    thread = threading.Thread(target=scrape, daemon=True)
+    thread.start()
+    out, err = proc.communicate(timeout=900)
+    stop.set()
+    thread.join(timeout=15)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(head) + err), times
 
 
 def child_cmd(kind: str, requests: int, tm: bool, settle: float = 0.5) -> list[str]:
@@ -208,11 +253,20 @@ def run_once(variant: Variant, interval: float | None, requests: int, tmp: str,
     out_dir = None
     if trace is not None:
         out_dir = tempfile.mkdtemp(prefix=f"{key}-", dir=tmp)
+        metrics = ["--metrics", "127.0.0.1:0"] if key.endswith("-metrics") else []
         cmd = [sys.executable, "-m", "heapwatch", "run", "--trace", trace,
-               "--interval", f"{interval:g}", "--out", out_dir, "--", *cmd]
+               "--interval", f"{interval:g}", "--out", out_dir, *metrics, "--", *cmd]
     t0 = time.monotonic()
-    proc = subprocess.run([*(prefix or []), *cmd], capture_output=True, text=True, timeout=900)
+    scrapes: list[float] | None = None
+    if key.endswith("-metrics"):
+        proc, scrapes = run_scraped([*(prefix or []), *cmd])
+    else:
+        proc = subprocess.run([*(prefix or []), *cmd], capture_output=True, text=True,
+                              timeout=900)
     res = last_json(proc.stdout)
+    if scrapes is not None:
+        res["scrapes"] = len(scrapes)
+        res["scrape_ms"] = 1000 * statistics.median(scrapes) if scrapes else None
     res["wall_total"] = time.monotonic() - t0
     res["per_1k"] = 1e6 * res["elapsed"] / res["requests"]  # ms per 1,000 requests
     # CPU of the other threads (the agent's) while the work ran, per main-thread CPU second:
@@ -341,6 +395,9 @@ def fmt_notes(runs: list[dict[str, Any]]) -> str:
     if any(r.get("traced_s") for r in runs):
         out += (f"; traced {each('.1f', 'traced_s')} s of the timed work, requests outside "
                 f"windows {each('.0%', 'outside_share')}")
+    if any("scrapes" in r for r in runs):
+        out += (f"; scrapes {each('d', 'scrapes')}, median scrape {each('.1f', 'scrape_ms')} "
+                f"ms")
     errors = {r["outside_error"] for r in runs if r.get("outside_error")}
     if errors:
         out += f"; windows unknown: {', '.join(errors)}"

@@ -12,6 +12,7 @@ rate per hour across those runs (- where absent) and its status in the newest ru
 from __future__ import annotations
 
 import datetime as _dt
+from typing import Any
 
 import click
 
@@ -29,7 +30,7 @@ def command(location: str, last: int, service: str | None) -> None:
         click.echo(f"no runs in {safe_location(location)}"
                    + (f" for service {service}" if service else ""))
         return
-    services: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    services: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         services.setdefault(r["service"] or "(unnamed)", []).append(r)
     for i, (name, svc_runs) in enumerate(sorted(services.items())):
@@ -38,7 +39,7 @@ def command(location: str, last: int, service: str | None) -> None:
         _print_service(name, svc_runs)
 
 
-def _print_service(name: str, runs: list[dict]) -> None:  # type: ignore[type-arg]
+def _print_service(name: str, runs: list[dict[str, Any]]) -> None:
     click.echo(f"service {name}")
     click.echo(f"  {'run':>5}  {'when':<16} {'host':<16} {'result':<6} {'verdict':<13} findings")
     for r in runs:
@@ -58,5 +59,8 @@ def _print_service(name: str, runs: list[dict]) -> None:  # type: ignore[type-ar
                    "newest run:")
         for fp, rates in seen.items():
             cells = " ".join(f"{v:>9.0f}" if v is not None else f"{'-':>9}" for v in rates)
-            status = (newest[fp]["status"] or "first run") if fp in newest else "gone"
+            if fp in newest:
+                status = newest[fp]["status"] or "first run"
+            else:
+                status = "gone" if fp in runs[-1]["gone"] else "-"
             click.echo(f"    {fp}  {cells}  {status:<13}  {titles[fp][:70]}")

@@ -158,32 +158,27 @@ def record(location: str, run: dict[str, Any], verdict: str, passed: bool,
 
 def recent(location: str, last: int = 10, service: str | None = None) -> list[dict[str, Any]]:
     """The last ``last`` runs of each service (or of ``service``), oldest first, each with
-    its findings and their status against the service's run before."""
+    its findings, their ``status`` against the service's run before (None for a service's
+    first run), and the fingerprints ``gone`` since then."""
     backend = open_history(location, create=False)
     try:
-        runs = backend.runs(last + 1, service)
+        runs = backend.runs(last + 1, service)  # one more: the status of the oldest shown
     finally:
         backend.close()
-    before: dict[str, set[str]] = {}
-    out: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
+    before: dict[str, set[str] | None] = {}
+    counts: dict[str, int] = {}
     for r in runs:
-        svc = r["service"] or ""
+        counts[r["service"]] = counts.get(r["service"], 0) + 1
+    out: list[dict[str, Any]] = []
+    for r in runs:
+        svc = r["service"]
         prev = before.get(svc)
-        r["gone"] = sorted(prev - {f["fingerprint"] for f in r["findings"]}) if prev else []
+        now = {f["fingerprint"] for f in r["findings"]}
+        r["gone"] = sorted(prev - now) if prev is not None else []
         for f in r["findings"]:
             f["status"] = None if prev is None else (
                 "still present" if f["fingerprint"] in prev else "new")
-        before[svc] = {f["fingerprint"] for f in r["findings"]}
-        seen[svc] = seen.get(svc, 0) + 1
-        out.append(r)
-    # One extra run per service was read to know the status of the oldest shown.
-    total = {s: n for s, n in seen.items()}
-    kept: list[dict[str, Any]] = []
-    shown: dict[str, int] = {}
-    for r in out:
-        svc = r["service"] or ""
-        shown[svc] = shown.get(svc, 0) + 1
-        if total[svc] <= last or shown[svc] > 1:
-            kept.append(r)
-    return kept
+        if svc in before or counts[svc] <= last:
+            out.append(r)
+        before[svc] = now
+    return out
