@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -75,10 +76,11 @@ def _worker(pid: int, growth: int, n: int = 40) -> list[Snapshot]:
 
 def test_workers_are_aggregated_by_role() -> None:
     snaps = _worker(11, 10) + _worker(12, 30) + _worker(10, 0)
-    meta = {"run": {"command": ["gunicorn"]}, "agent": {"pid": 10},
-            "processes": {"10": {"role": "main"}, "11": {"role": "worker"},
-                          "12": {"role": "worker"}}}
+    meta = {"run": {"command": ["gunicorn"]}, "agent": {"pid": 10}}
     data = RunData(path="/tmp/x/run.sqlite", meta=meta, snapshots=snaps)
+    # As a run of a process tree records them (RunData.processes: pid, role...).
+    data.processes = [SimpleNamespace(pid=pid, role=role)  # type: ignore[attr-defined]
+                      for pid, role in ((10, "main"), (11, "worker"), (12, "worker"))]
     assert process_roles(data) == {10: "main", 11: "worker", 12: "worker"}
     fig = compute(data)
     roles = {r.role: r for r in fig.roles}

@@ -14,7 +14,7 @@ import importlib
 import re
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from heapwatch.agent.naming import key_part
 from heapwatch.analysis import Analysis, analyze
@@ -93,33 +93,25 @@ class Figures:
 
 
 def process_roles(data: RunData) -> dict[int, str]:
-    """pid -> role. The tree engineer's per-process streams record roles in the store
-    (meta ``processes``: {pid: {"role": ...}} or {pid: role}); without them, a run is one
-    process, the ``main`` one, and any other pid is a ``child``."""
+    """pid -> role. Runs that record their processes (a run is a tree of processes) give
+    each a role (``main``, ``worker``...): the newest row of a pid wins. Without them a run
+    is one process, ``main``, and any other pid is a ``child``."""
     pids = sorted({s.pid for s in data.agent_snapshots})
-    recorded = data.meta.get("processes")
     roles: dict[int, str] = {}
-    if isinstance(recorded, dict):
-        for key, info in recorded.items():
-            role = info.get("role") if isinstance(info, dict) else info
-            try:
-                pid = int(key)
-            except (TypeError, ValueError):
-                continue
-            if isinstance(role, str) and role:
-                roles[pid] = role
+    for proc in getattr(data, "processes", None) or ():
+        role = getattr(proc, "role", None)
+        if isinstance(role, str) and role:
+            roles[int(proc.pid)] = role
     main = (data.meta.get("agent") or {}).get("pid")
     for pid in pids:
         roles.setdefault(pid, MAIN_ROLE if pid == main or len(pids) == 1 else "child")
-    if pids and MAIN_ROLE not in roles.values() and not recorded:
+    if pids and MAIN_ROLE not in {roles[p] for p in pids} and main not in pids:
         roles[pids[0]] = MAIN_ROLE
     return {pid: roles[pid] for pid in pids}
 
 
 def _one_process(data: RunData, pid: int) -> RunData:
-    return RunData(path=data.path, meta=data.meta,
-                   snapshots=[s for s in data.snapshots if s.pid == pid],
-                   marks=list(data.marks),
+    return replace(data, snapshots=[s for s in data.snapshots if s.pid == pid],
                    events=[e for e in data.events if e[0] == pid])
 
 
