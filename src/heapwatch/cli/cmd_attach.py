@@ -109,11 +109,6 @@ def _stem(pid: int) -> str:
             args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except OSError:
         return f"pid{pid}"
-    for i, arg in enumerate(args[1:], 1):
-        if arg == "-m" and i + 1 < len(args):
-            return args[i + 1]
-        if arg == "-c":
-            break
-        if not arg.startswith("-"):
-            return os.path.splitext(os.path.basename(arg))[0]
-    return os.path.basename(args[0]) if args else f"pid{pid}"
+    from heapwatch.history import service_name
+
+    return service_name(args) if args else f"pid{pid}"

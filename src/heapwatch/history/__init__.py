@@ -107,8 +107,8 @@ def exists(location: str) -> bool:
 
 
 def service_name(command: list[str]) -> str:
-    """A service's default name: its script's stem or ``-m`` module (``app`` for
-    ``python app.py``), else the program's name."""
+    """A service's default name (and an attached run's): its script's stem or ``-m``
+    module (``app`` for ``python app.py``), else the program's name."""
     for i, arg in enumerate(command[1:], 1):
         if arg == "-m" and i + 1 < len(command):
             return command[i + 1]
