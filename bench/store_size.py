@@ -79,13 +79,14 @@ def record(name: str, cmd: list[str], seconds: float, interval: float, tmp: str,
     while watch and proc.poll() is None:
         time.sleep(watch)
         if os.path.exists(db):
-            size = os.path.getsize(db) + (os.path.getsize(db + "-wal")
-                                          if os.path.exists(db + "-wal") else 0)
             con = sqlite3.connect(db, timeout=30)
+            con.execute("PRAGMA wal_checkpoint(PASSIVE)")  # pages into the file; WAL reused
             n = con.execute("SELECT COUNT(*) FROM snapshots").fetchone()[0]
             con.close()
-            print(f"    {time.monotonic() - t0:5.0f} s: {n:5d} snapshots kept, store + WAL "
-                  f"{size / 1e6:6.2f} MB", flush=True)
+            wal = os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0
+            print(f"    {time.monotonic() - t0:5.0f} s: {n:5d} snapshots kept, store "
+                  f"{os.path.getsize(db) / 1e6:5.2f} MB (WAL {wal / 1e6:.2f} MB, reused)",
+                  flush=True)
     _, err = proc.communicate(timeout=seconds + 300)
     if proc.returncode != 0:
         raise RuntimeError(f"{name}: heapwatch run exited {proc.returncode}: {err[-500:]}")

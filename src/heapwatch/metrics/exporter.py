@@ -1,10 +1,12 @@
 """The OpenMetrics endpoint (prometheus_client) and the thread that follows the store.
 
-The :class:`Follower` notices new snapshots with a cheap query, re-analyses the run (at
-most a ``duty`` share of one core: an analysis that took 0.2 s waits 1.8 s at duty 0.1),
-keeps only the small :class:`~heapwatch.metrics.figures.Figures` (never the loaded run),
-and applies ``--retain``. A scrape only renders the last figures: it never waits for an
-analysis. The registry is heapwatch's own: the process and gc collectors of
+The :class:`Follower` notices new snapshots with a cheap query and re-analyses the run
+when a scrape came since its last analysis (nobody scraping: no analysis after the
+first), at most a ``duty`` share of one core (an analysis that took 0.2 s waits 1.8 s at
+duty 0.1). It keeps only the small :class:`~heapwatch.metrics.figures.Figures` (never the
+loaded run), and applies ``--retain``. A scrape only renders the last figures: it never
+waits for an analysis, so what it shows is at most one scrape interval (plus one
+analysis) old. The registry is heapwatch's own: the process and gc collectors of
 prometheus_client describe the process that serves, not the target, and a service that
 wants them exports them itself.
 """
@@ -58,6 +60,7 @@ class Follower:
         self.retention = retention
         self.metrics = metrics
         self.figures: Figures | None = None
+        self.scraped = False  # set by a scrape: the next new snapshot is worth analysing
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,6 +110,8 @@ class Follower:
             self._next_retain = now + self._retain_every()
         if not self.metrics or now < self._next_refresh:
             return False
+        if self.figures is not None and not self.scraped:
+            return False
         reader = LiveReader(self.store)
         try:
             latest = reader.latest()
@@ -129,6 +134,7 @@ class Follower:
         took = time.perf_counter() - t0
         self.figures = Figures(figures.roles, figures.findings, figures.refreshed_t, took)
         self._next_refresh = time.monotonic() + took * (1 / self.duty - 1)
+        self.scraped = False
         return self.figures
 
 
@@ -142,6 +148,7 @@ class _Collector:
         return []  # no collect() at registration: the store may not exist yet
 
     def collect(self) -> Iterator[Any]:
+        self.follower.scraped = True
         fig = self.follower.figures
         if fig is None:
             return
