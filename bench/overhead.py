@@ -63,6 +63,7 @@ import collections
 import json
 import os
 import platform
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -257,13 +258,19 @@ def run_once(variant: Variant, interval: float | None, requests: int, tmp: str,
         cmd = [sys.executable, "-m", "heapwatch", "run", "--trace", trace,
                "--interval", f"{interval:g}", "--out", out_dir, *metrics, "--", *cmd]
     t0 = time.monotonic()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     scrapes: list[float] | None = None
     if key.endswith("-metrics"):
         proc, scrapes = run_scraped([*(prefix or []), *cmd])
     else:
         proc = subprocess.run([*(prefix or []), *cmd], capture_output=True, text=True,
                               timeout=900)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = last_json(proc.stdout)
+    # CPU of everything this run started (heapwatch's CLI, its exporter, the target): what
+    # --metrics adds shows here, and CPU time is far less sensitive to other load than
+    # wall time.
+    res["cpu_total"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     if scrapes is not None:
         res["scrapes"] = len(scrapes)
         res["scrape_ms"] = 1000 * statistics.median(scrapes) if scrapes else None
@@ -395,6 +402,7 @@ def fmt_notes(runs: list[dict[str, Any]]) -> str:
     if any(r.get("traced_s") for r in runs):
         out += (f"; traced {each('.1f', 'traced_s')} s of the timed work, requests outside "
                 f"windows {each('.0%', 'outside_share')}")
+    out += f"; CPU of the whole run (heapwatch + target) {each('.2f', 'cpu_total')} s"
     if any("scrapes" in r for r in runs):
         out += (f"; scrapes {each('d', 'scrapes')}, median scrape {each('.1f', 'scrape_ms')} "
                 f"ms")
@@ -519,6 +527,13 @@ def main() -> int:
         if leak:
             print(f"  leak variant @ {i:g} s: verdicts {[r.get('verdict') for r in leak]}; first "
                   f"finding: {leak[0].get('first')}")
+    for i in intervals:
+        a, m = results.get(("auto-steady", i)), results.get(("auto-metrics", i))
+        if a and m:
+            ca = statistics.median(r["cpu_total"] for r in a)
+            cm = statistics.median(r["cpu_total"] for r in m)
+            print(f"  --metrics @ {i:g} s: CPU of the whole run, median {ca:.2f} s without, "
+                  f"{cm:.2f} s with ({cm - ca:+.2f} s, {100 * (cm / ca - 1):+.1f}%)")
     print(f"\ntotal time {time.monotonic() - t_start:.0f} s; {platform.python_implementation()} "
           f"{platform.python_version()}, {os.cpu_count()} cores; load average (1 min) "
           f"{load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")

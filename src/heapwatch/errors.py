@@ -27,3 +27,7 @@ class AgentError(HeapwatchError):
 
 class LaunchError(HeapwatchError):
     """A target command could not be started."""
+
+
+class MetricsError(HeapwatchError):
+    """The metrics endpoint could not be served (the port, prometheus_client missing)."""

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from heapwatch.errors import HeapwatchError, UsageError
+from heapwatch.errors import MetricsError, UsageError
 from heapwatch.metrics.figures import SEVERITY_LEVEL, Figures, compute
 from heapwatch.retention import Retention
 from heapwatch.retention import apply as apply_retention
@@ -27,10 +27,6 @@ from heapwatch.retention import dropped as retention_dropped
 
 VERDICTS = ("leak", "no-leak", "inconclusive")
 RETAIN_EVERY_S = 60.0
-
-
-class MetricsError(HeapwatchError):
-    """The metrics endpoint could not be served."""
 
 
 def parse_listen(text: str) -> tuple[str, int]:
