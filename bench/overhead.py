@@ -193,9 +193,10 @@ VARIANTS: list[Variant] = [
 SCRAPE_EVERY_S = 5.0  # a fast Prometheus scrape (its usual is 15-60 s)
 
 
-def run_scraped(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], list[float]]:
+def run_scraped(cmd: list[str], scrape_every: float = SCRAPE_EVERY_S
+                ) -> tuple[subprocess.CompletedProcess[str], list[float]]:
     """Run ``heapwatch run --metrics 127.0.0.1:0 ...`` and scrape its endpoint every
-    SCRAPE_EVERY_S until it exits; return the process and each scrape's time."""
+    ``scrape_every`` seconds until it exits; return the process and each scrape's time."""
     import re
     import threading
     import urllib.request
@@ -214,7 +215,7 @@ def run_scraped(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], list[
     stop = threading.Event()
 
     def scrape() -> None:
-        while url and not stop.wait(SCRAPE_EVERY_S):
+        while url and not stop.wait(scrape_every):
             t = time.perf_counter()
             try:
                 with urllib.request.urlopen(url, timeout=10) as resp:
@@ -248,7 +249,8 @@ def last_json(stdout: str) -> dict[str, Any]:
 
 
 def run_once(variant: Variant, interval: float | None, requests: int, tmp: str,
-             prefix: list[str] | None = None) -> dict[str, Any]:
+             prefix: list[str] | None = None, scrape_every: float = SCRAPE_EVERY_S
+             ) -> dict[str, Any]:
     key, _label, trace, kind, tm, _traced = variant
     cmd = child_cmd(kind, requests, tm)
     out_dir = None
@@ -261,7 +263,7 @@ def run_once(variant: Variant, interval: float | None, requests: int, tmp: str,
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     scrapes: list[float] | None = None
     if key.endswith("-metrics"):
-        proc, scrapes = run_scraped([*(prefix or []), *cmd])
+        proc, scrapes = run_scraped([*(prefix or []), *cmd], scrape_every)
     else:
         proc = subprocess.run([*(prefix or []), *cmd], capture_output=True, text=True,
                               timeout=900)
@@ -418,6 +420,8 @@ def main() -> int:
                    help="plain-python time of the fixed work, calibrated [10]")
     p.add_argument("--repeat", type=int, default=3, help="runs per variant and interval [3]")
     p.add_argument("--intervals", default="5,0.5", help="heapwatch intervals, seconds [5,0.5]")
+    p.add_argument("--scrape-every", type=float, default=SCRAPE_EVERY_S,
+                   help=f"seconds between scrapes of the --metrics variant [{SCRAPE_EVERY_S:g}]")
     p.add_argument("--only", default="", help="comma-separated variant keys: "
                    + ",".join(v[0] for v in VARIANTS))
     p.add_argument("--profile", default="",
@@ -463,7 +467,8 @@ def main() -> int:
             plan.extend((v, i) for i in intervals)
     for rnd in range(args.repeat):
         for v, interval in plan:
-            res = run_once(v, interval, requests_tm if v[5] else requests, tmp)
+            res = run_once(v, interval, requests_tm if v[5] else requests, tmp,
+                           scrape_every=args.scrape_every)
             results[(v[0], interval)].append(res)
             print(f"  [{time.monotonic() - t_start:5.0f} s] round {rnd + 1}: {v[0]:<12} "
                   f"{'' if interval is None else f'@{interval:g}s':<6} {res['elapsed']:.2f} s, "
