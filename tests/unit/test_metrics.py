@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -10,8 +9,8 @@ from test_findings import run_of
 
 from heapwatch.errors import UsageError
 from heapwatch.metrics.exporter import families, parse_listen
-from heapwatch.metrics.figures import TOP_FINDINGS, compute, label, process_roles
-from heapwatch.model import ContainerStat, ProcessStat, Snapshot
+from heapwatch.metrics.figures import TOP_FINDINGS, compute, label, per_process
+from heapwatch.model import ContainerStat, ProcessInfo, ProcessStat, Snapshot
 from heapwatch.store import RunData
 
 
@@ -64,7 +63,7 @@ def test_labels_are_bounded_and_redacted() -> None:
     assert label("x" * 500).endswith("…") and len(label("x" * 500)) == 200
 
 
-def _worker(pid: int, growth: int, n: int = 40) -> list[Snapshot]:
+def _stream(pid: int, growth: int, n: int = 40) -> list[Snapshot]:
     return [Snapshot(seq=i + 1, pid=pid, t=1000.0 + i, mono=float(i), reason="interval",
                      duration_s=0.01, phase=None, traced=False,
                      process=ProcessStat(rss=50 << 20, threads=3),
@@ -75,25 +74,26 @@ def _worker(pid: int, growth: int, n: int = 40) -> list[Snapshot]:
 
 
 def test_workers_are_aggregated_by_role() -> None:
-    snaps = _worker(11, 10) + _worker(12, 30) + _worker(10, 0)
+    snaps = _stream(10, 0) + _stream(11, 10) + _stream(12, 30)
     meta = {"run": {"command": ["gunicorn"]}, "agent": {"pid": 10}}
-    data = RunData(path="/tmp/x/run.sqlite", meta=meta, snapshots=snaps)
-    # As a run of a process tree records them (RunData.processes: pid, role...).
-    data.processes = [SimpleNamespace(pid=pid, role=role)  # type: ignore[attr-defined]
-                      for pid, role in ((10, "main"), (11, "worker"), (12, "worker"))]
-    assert process_roles(data) == {10: "main", 11: "worker", 12: "worker"}
+    procs = [ProcessInfo(pid=10, t_start=999.0, how="root", role="main"),
+             ProcessInfo(pid=11, t_start=999.5, how="fork", ppid=10, role="worker"),
+             ProcessInfo(pid=12, t_start=999.5, how="fork", ppid=10, role="worker")]
+    data = RunData(path="/tmp/x/run.sqlite", meta=meta, snapshots=snaps, processes=procs)
+    assert [(pid, role) for pid, role, _ in per_process(data)] == [
+        (10, "master"), (11, "worker"), (12, "worker")]
     fig = compute(data)
     roles = {r.role: r for r in fig.roles}
     assert roles["worker"].processes == 2 and roles["worker"].verdict == "leak"
     assert roles["worker"].threads == 6 and dict(roles["worker"].objects)["dict"] == 1023
-    assert roles["main"].verdict == "no-leak"
+    assert roles["master"].verdict == "no-leak"
     [f] = fig.findings
     assert f.role == "worker" and f.length == (200 + 10 * 39) + (200 + 30 * 39)
     assert f.per_second == pytest.approx(40.0, rel=0.01)
 
 
-def test_a_run_without_roles_is_main() -> None:
-    assert process_roles(leaking()) == {7: "main"}
+def test_a_run_of_one_process_is_main() -> None:
+    assert [(pid, role) for pid, role, _ in per_process(leaking())] == [(7, "main")]
 
 
 @pytest.mark.parametrize(("text", "want"), [

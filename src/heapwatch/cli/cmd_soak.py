@@ -25,7 +25,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION
+from heapwatch.cli.options import DURATION, children_option
 
 
 @click.command("soak", help=__doc__)
@@ -47,11 +47,12 @@ from heapwatch.cli.options import DURATION
 @click.option("--service", default=None,
               help="Name of the service in the history [default: the command's script or "
                    "module].")
+@children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], fail_on: str,
             budgets: tuple[str, ...], min_window: float, ignores: tuple[str, ...],
-            junit: str | None, history_path: str | None, service: str | None,
+            junit: str | None, history_path: str | None, service: str | None, children: str,
             cmd: tuple[str, ...]) -> None:
     from heapwatch import history, soak
     from heapwatch.analysis.budgets import parse_budget
@@ -69,7 +70,8 @@ def command(interval: float, duration: float | None, out: str | None, trace: str
     service = service or history.service_name(list(cmd))
     if history_path and history.is_url(history_path):
         history.open_history(history_path).close()  # reachable before a long soak starts
-    result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases)
+    result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases,
+                              children)
     outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window,
                          service)
     finish(analysis)

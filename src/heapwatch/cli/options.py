@@ -28,6 +28,16 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 DURATION = Duration()
 
+CHILDREN_HELP = ("Which child processes get an agent of their own: all (forked and exec'd "
+                 "Python children), fork (forked ones only) or none; the others are "
+                 "recorded from outside (RSS, fds, threads).")
+
+
+def children_option(f: Any) -> Any:
+    """``--children all|fork|none`` for the commands that run a target."""
+    return click.option("--children", type=click.Choice(["all", "fork", "none"]),
+                        default="all", show_default=True, help=CHILDREN_HELP)(f)
+
 
 def metrics_options(f: Any) -> Any:
     """--metrics and --retain, shared by run and attach."""
@@ -78,13 +88,14 @@ def following(run_dir: str, interval: float, metrics: str | None, retain: str | 
 
 def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-            metrics: str | None = None, retain: str | None = None) -> int:
+            children: str = "all", metrics: str | None = None, retain: str | None = None
+            ) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
     from heapwatch import launch
 
     result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs,
-                              metrics, retain)
+                              children, metrics, retain)
     finish(analysis)
     return launch.exit_status(result)
 
@@ -102,7 +113,8 @@ def finish(analysis: Any) -> dict[str, str]:
 
 def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-           metrics: str | None = None, retain: str | None = None) -> tuple[Any, Any]:
+           children: str = "all", metrics: str | None = None, retain: str | None = None
+           ) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
     import os
 
@@ -133,7 +145,8 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
         click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
                    + (f" for {format_duration(duration)}" if duration else ""), err=True)
         result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
-                            status=status if tty else None, notice=notice, phases=phases)
+                            status=status if tty else None, notice=notice, phases=phases,
+                            children=children)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     return result, analyze_run(run_dir)

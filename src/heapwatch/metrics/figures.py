@@ -2,10 +2,11 @@
 prometheus_client here, no I/O beyond the store read by the caller.
 
 One :class:`Figures` per refresh; the exporter only renders it. Labels are bounded: per
-process role, the top ``TOP_FINDINGS`` findings (by severity, then importance) and the
-``TOP_TYPES`` most numerous types; a role's processes are aggregated (workers are summed,
-severity is the worst), never labelled by pid; every label value goes through
-:func:`label`, which applies the redaction rules.
+process role (the tree analysis' roles; ``main`` for a single process), the top
+``TOP_FINDINGS`` findings (by severity, then importance) and the ``TOP_TYPES`` most
+numerous types; a role's processes are aggregated (workers are summed, severity is the
+worst), never labelled by pid; every label value goes through :func:`label`, which
+applies the redaction rules.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import importlib
 import re
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from heapwatch.agent.naming import key_part
-from heapwatch.analysis import Analysis, analyze
+from heapwatch.analysis import Analysis
+from heapwatch.analysis.tree import analyze_tree
 from heapwatch.model import SEVERITY_RANK, Finding
 from heapwatch.store import RunData
 
@@ -92,27 +94,16 @@ class Figures:
     analysis_s: float = 0.0
 
 
-def process_roles(data: RunData) -> dict[int, str]:
-    """pid -> role. Runs that record their processes (a run is a tree of processes) give
-    each a role (``main``, ``worker``...): the newest row of a pid wins. Without them a run
-    is one process, ``main``, and any other pid is a ``child``."""
-    pids = sorted({s.pid for s in data.agent_snapshots})
-    roles: dict[int, str] = {}
-    for proc in getattr(data, "processes", None) or ():
-        role = getattr(proc, "role", None)
-        if isinstance(role, str) and role:
-            roles[int(proc.pid)] = role
-    main = (data.meta.get("agent") or {}).get("pid")
-    for pid in pids:
-        roles.setdefault(pid, MAIN_ROLE if pid == main or len(pids) == 1 else "child")
-    if pids and MAIN_ROLE not in {roles[p] for p in pids} and main not in pids:
-        roles[pids[0]] = MAIN_ROLE
-    return {pid: roles[pid] for pid in pids}
-
-
-def _one_process(data: RunData, pid: int) -> RunData:
-    return replace(data, snapshots=[s for s in data.snapshots if s.pid == pid],
-                   events=[e for e in data.events if e[0] == pid])
+def per_process(data: RunData) -> list[tuple[int, str, Analysis]]:
+    """(pid, role, analysis) of every watched process the analysis judged: the tree
+    analysis' own per-process analyses and roles (``master``, ``worker``...) for a run of
+    several processes, else the one process, ``main``."""
+    a = analyze_tree(data)
+    if not a.per_process:
+        return [(int(a.run.get("pid") or 0), MAIN_ROLE, a)] if a.agent.get("checked_in") else []
+    rows = {r["pid"]: r for r in a.processes}
+    return [(pid, str(rows[pid]["role"]), pa) for pid, pa in a.per_process.items()
+            if pid in rows and rows[pid]["judged"]]
 
 
 def _current_length(a: Analysis, f: Finding) -> float | None:
@@ -134,16 +125,15 @@ def compute(data: RunData, dropped: dict[int, tuple[int, float, int]] | None = N
     retention removed per pid (snapshots, their pause sum, their errors), so that the
     counters keep counting."""
     dropped = dropped or {}
-    roles = process_roles(data)
     by_role: dict[str, list[tuple[int, Analysis]]] = {}
-    for pid, role in roles.items():
-        by_role.setdefault(role, []).append((pid, analyze(_one_process(data, pid))))
+    for pid, role, a in per_process(data):
+        by_role.setdefault(role, []).append((pid, a))
     role_figs: list[RoleFigures] = []
     finding_figs: list[FindingFigure] = []
     for role, analyses in sorted(by_role.items()):
         role_figs.append(_role(role, analyses, dropped))
         finding_figs.extend(_findings(role, analyses))
-    if not roles:  # no agent checked in (yet): the verdict says so
+    if not by_role:  # no agent checked in (yet), nothing judged: the verdict says so
         role_figs.append(RoleFigures(MAIN_ROLE, 0, "inconclusive", 0, None, 0, 0, 0.0, (), (),
                                      (), None))
     return Figures(tuple(role_figs), tuple(finding_figs), now, analysis_s)
