@@ -114,3 +114,56 @@ def test_bad_metrics_address_fails_before_the_target_starts(tmp_path: Any) -> No
         assert proc.returncode == 2, proc.stderr
         assert why in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert not marker.exists()
+
+
+FORKING = """
+import os, signal, sys, time
+LEAK = []
+kids = []
+for _ in range(2):
+    pid = os.fork()
+    if pid == 0:
+        while True:  # a worker: its LEAK grows; SIGTERM ends it
+            LEAK.extend(range(50))
+            time.sleep(0.05)
+    kids.append(pid)
+try:
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    pass
+finally:
+    for k in kids:
+        os.kill(k, signal.SIGTERM)
+        os.waitpid(k, 0)
+"""
+
+
+@pytest.mark.slow
+def test_forked_workers_are_one_role_never_a_pid(tmp_path: Any) -> None:
+    import urllib.request
+
+    script = tmp_path / "forking.py"
+    script.write_text(FORKING)
+    run, addr = start_run(tmp_path, "tree", str(script))
+    text = ""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+            if re.search(r'heapwatch_suspect_container_items\{[^}]*role="worker"', text):
+                break
+            time.sleep(1.0)  # the workers must live 20 s before they are judged
+        else:
+            raise AssertionError(f"no worker suspect series after 120 s:\n{text}")
+    finally:
+        err = stop_run(run)
+    assert 'heapwatch_processes{role="worker"} 2.0' in text, text
+    assert 'heapwatch_processes{role="master"} 1.0' in text, text
+    lines = [ln for ln in text.splitlines() if ln.startswith("heapwatch_suspect_container_items")]
+    assert len(lines) == 1 and 'path="forking.LEAK"' in lines[0], lines
+    labels = set(re.findall(r'(\w+)="', text))
+    assert labels <= {"role", "type", "fingerprint", "path", "kind", "unit", "method",
+                      "quantile", "heapwatch_verdict"}, labels
+    assert "report:" in err
