@@ -53,6 +53,18 @@ def metrics_options(f: Any) -> Any:
              "0.0.0.0:9464 in a container). See docs/fleet.md.")(f)
 
 
+def check_following(metrics: str | None, retain: str | None) -> None:
+    """Refuse a bad --metrics or --retain before anything is created."""
+    if metrics is not None:
+        from heapwatch.metrics import parse_listen
+
+        parse_listen(metrics)
+    if retain is not None:
+        from heapwatch.retention import parse_retain
+
+        parse_retain(retain)
+
+
 @contextmanager
 def following(run_dir: str, interval: float, metrics: str | None, retain: str | None
               ) -> Iterator[None]:
@@ -129,6 +141,7 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
     if phases and duration is not None:
         raise UsageError("use either --duration or --phase: a schedule ends after its last phase")
     launch.check_command(cmd)
+    check_following(metrics, retain)
     if trace_depth is None:
         trace_depth = default_trace_depth(trace)
     stem = os.path.splitext(os.path.basename(cmd[-1] if cmd else "run"))[0]
