@@ -91,8 +91,14 @@ def _apply_batch(conn: sqlite3.Connection, policy: Retention, cutoff: float) -> 
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
-        meta: dict[str, Any] = json.loads(row[0]) if row else {}
-        dropped_meta: dict[str, list[float]] = meta.get("dropped") or {}
+        try:
+            meta: dict[str, Any] = json.loads(row[0]) if row else {}
+        except (TypeError, ValueError):
+            meta = {}
+        if not isinstance(meta, dict):  # a damaged entry: what it said is lost, go on
+            meta = {}
+        dropped_meta: dict[str, list[float]] = {
+            str(pid): list(v) for pid, v in dropped({META_KEY: meta}).items()}
         columns = {r[1] for r in conn.execute("PRAGMA table_info(snapshots)")}
         base = "base_id" if "base_id" in columns else "NULL"
         drops: list[int] = []
@@ -124,8 +130,8 @@ def _apply_batch(conn: sqlite3.Connection, policy: Retention, cutoff: float) -> 
                 if next_kept is not None:
                     moves.append((sid, next_kept))
                 acc[0] += 1
-                acc[1] += pause
-                acc[2] += len(json.loads(errors)) if errors else 0
+                acc[1] += pause if isinstance(pause, (int, float)) else 0.0
+                acc[2] += _error_count(errors)
         for sid, to in moves:
             conn.execute("UPDATE item_samples SET snapshot_id=? WHERE snapshot_id=?", (to, sid))
         for i in range(0, len(drops), 500):
@@ -146,22 +152,40 @@ def _apply_batch(conn: sqlite3.Connection, policy: Retention, cutoff: float) -> 
         raise
 
 
+def _error_count(text: Any) -> int:
+    """How many errors a snapshot's ``errors`` column lists (0 for a damaged value)."""
+    try:
+        value = json.loads(text) if text else []
+    except (TypeError, ValueError):
+        return 0
+    return len(value) if isinstance(value, list) else 0
+
+
 def dropped(meta: dict[str, Any]) -> dict[int, tuple[int, float, int]]:
-    """What retention dropped per pid: (snapshots, their pause sum, their errors)."""
-    info = meta.get(META_KEY) or {}
+    """What retention dropped per pid: (snapshots, their pause sum, their errors); an
+    entry a damaged store holds in another shape is left out."""
+    info = meta.get(META_KEY)
+    per_pid = info.get("dropped") if isinstance(info, dict) else None
     out: dict[int, tuple[int, float, int]] = {}
-    for pid, (n, pause, errors) in (info.get("dropped") or {}).items():
-        out[int(pid)] = (int(n), float(pause), int(errors))
+    for pid, v in (per_pid.items() if isinstance(per_pid, dict) else ()):
+        try:
+            n, pause, errors = v
+            out[int(pid)] = (int(n), float(pause), int(errors))
+        except (TypeError, ValueError, OverflowError):
+            continue
     return out
 
 
 def note(meta: dict[str, Any]) -> str | None:
     """The report's sentence about retention, when the run had it."""
     info = meta.get(META_KEY)
-    if not info:
+    if not info or not isinstance(info, dict):
         return None
     n = sum(v[0] for v in dropped(meta).values())
-    window = format_duration(float(info.get("window_s", 0)))
+    try:
+        window = format_duration(float(info.get("window_s", 0)))
+    except (TypeError, ValueError, OverflowError):
+        window = "?"
     return (f"Long-running mode (--retain {window}): snapshots older than {window} are thinned "
             f"to at most {info.get('old_points')} per process; {n:,} were dropped, so early "
             f"figures are coarser than recent ones.")

@@ -792,7 +792,7 @@ class _Reader:
         return value
 
 
-_META_OBJECTS = ("run", "agent", "launch", "agent_stopped", "attach")
+_META_OBJECTS = ("run", "agent", "launch", "agent_stopped", "attach", "retention")
 
 
 def _int_list(v: Any) -> bool:

@@ -90,3 +90,30 @@ def test_in_process_metrics_endpoint(tmp_path: Any) -> None:
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5)
     assert open_run(str(tmp_path / "r")).meta["retention"]["window_s"] == HOUR
+
+
+@pytest.mark.parametrize(("damage", "kept", "noted"), [
+    ("[1, 2]", {}, False),  # not an object: skipped as unreadable, as if never thinned
+    ('{"window_s": "x", "dropped": {"5": "bad"}}', {}, True),
+    ('{"dropped": {"5": [1, 0.5, 0], "x": [1], "6": null}}', {5: (1, 0.5, 0)}, True),
+])
+def test_damaged_retention_meta_is_read_around_and_thinning_goes_on(
+        tmp_path: Any, damage: str, kept: dict[int, tuple[int, float, int]], noted: bool
+        ) -> None:
+    import sqlite3
+
+    store = str(tmp_path / "run.sqlite")
+    now = 1_000_000.0
+    write_run(store, 200, now - 2 * HOUR, 30.0)
+    conn = sqlite3.connect(store, isolation_level=None)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('retention', ?)", (damage,))
+    conn.close()
+    a = analyze_run(store)
+    assert retention.dropped(a.data.meta) == kept
+    assert any("--retain" in n for n in a.notes) == noted
+    assert a.data.skipped == ({} if noted else {"meta entries with unreadable JSON": 1})
+    dropped = retention.apply(store, retention.Retention(window_s=HOUR, old_points=10),
+                              now=now)
+    assert dropped > 0
+    assert retention.dropped(open_run(store).meta)[5][0] == dropped + sum(
+        v[0] for v in kept.values())
