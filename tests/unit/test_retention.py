@@ -54,6 +54,20 @@ def test_old_snapshots_thinned_recent_kept_counters_and_items_survive(tmp_path: 
     assert any("--retain 1h00m" in n and f"{dropped:,} were dropped" in n for n in a.notes)
     assert a.run["retention"]["window_s"] == HOUR
     assert a.findings and a.findings[0].path == "svc.SEEN"
+    assert not any("lost" in e for e in a.agent["errors"])  # thinned on purpose, not lost
+
+
+def test_a_snapshot_lost_beside_thinned_ones_is_still_said(tmp_path: Any) -> None:
+    import sqlite3
+
+    store = str(tmp_path / "run.sqlite")
+    now = 1_000_000.0
+    write_run(store, 2 * 720, now - 2 * HOUR, 5.0)
+    retention.apply(store, retention.Retention(window_s=HOUR, old_points=20), now=now)
+    conn = sqlite3.connect(store, isolation_level=None)  # as a write that failed
+    conn.execute("DELETE FROM snapshots WHERE seq = 1400")
+    conn.close()
+    assert analyze_run(store).agent["errors"][0].startswith("1 snapshot(s) were lost")
 
 
 def test_without_retain_nothing_is_dropped(tmp_path: Any) -> None:
