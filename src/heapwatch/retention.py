@@ -21,6 +21,7 @@ from typing import Any
 
 from heapwatch.durations import format_duration, parse_duration
 from heapwatch.errors import StoreError, UsageError
+from heapwatch.rundir import shown
 
 META_KEY = "retention"
 _TABLES = ("type_counts", "site_stats", "container_lens")
@@ -71,7 +72,7 @@ def apply(store: str, policy: Retention, now: float | None = None) -> int:
     try:
         conn = sqlite3.connect(store, timeout=30.0, isolation_level=None)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open run store {store}: {exc}") from None
+        raise StoreError(f"cannot open run store {shown(store)}: {exc}") from None
     try:
         conn.execute("PRAGMA busy_timeout = 30000")
         dropped_now = 0
@@ -81,7 +82,7 @@ def apply(store: str, policy: Retention, now: float | None = None) -> int:
             if n < _BATCH:
                 return dropped_now
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot thin run store {store}: {exc}") from None
+        raise StoreError(f"cannot thin run store {shown(store)}: {exc}") from None
     finally:
         conn.close()
 

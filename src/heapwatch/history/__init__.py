@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from heapwatch.errors import StoreError
+from heapwatch.rundir import shown
 
 HISTORY_VERSION = 1
 _URL_SCHEMES = ("postgresql://", "postgres://")
@@ -76,9 +77,10 @@ def is_url(location: str) -> bool:
 
 
 def safe_location(location: str) -> str:
-    """``location`` with any password in a URL hidden, for messages."""
+    """``location`` with any password in a URL hidden, for messages (a file's path as
+    text a person can read)."""
     if not is_url(location):
-        return location
+        return shown(location)
     scheme, _, rest = location.partition("://")
     userinfo, at, hostpart = rest.rpartition("@")
     if not at:
@@ -97,7 +99,7 @@ def open_history(location: str, create: bool = True) -> Backend:
     from heapwatch.history.sqlite import SqliteHistory
 
     if not create and not os.path.exists(location):
-        raise StoreError(f"no history at {location}")
+        raise StoreError(f"no history at {shown(location)}")
     return SqliteHistory(location)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from heapwatch.errors import StoreError
 from heapwatch.history import HISTORY_VERSION, RunRecord
+from heapwatch.rundir import shown
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -28,19 +29,20 @@ class SqliteHistory:
     """Runs and findings in one SQLite file; writers serialize on the file's lock."""
 
     def __init__(self, path: str) -> None:
-        self.where = path
+        self.where = shown(path)
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
-            raise StoreError(f"cannot create history {path}: directory {parent} does not exist")
+            raise StoreError(f"cannot create history {self.where}: directory {shown(parent)} "
+                             f"does not exist")
         try:
             self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open history {path}: {exc}") from None
+            raise StoreError(f"cannot open history {self.where}: {exc}") from None
         try:
             self._setup()
         except sqlite3.DatabaseError as exc:
             self._conn.close()
-            raise StoreError(f"cannot use history {path}: {exc}") from None
+            raise StoreError(f"cannot use history {self.where}: {exc}") from None
         except BaseException:
             self._conn.close()
             raise
