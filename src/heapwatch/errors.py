@@ -45,3 +45,7 @@ class ReportError(HeapwatchError):
         super().__init__(message)
         self.written = dict(written or {})
         self.failed = dict(failed or {})
+
+
+class MetricsError(HeapwatchError):
+    """The metrics endpoint could not be served (the port, prometheus_client missing)."""

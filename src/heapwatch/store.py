@@ -13,8 +13,13 @@ write lock up front, so two writers never deadlock upgrading), a busy timeout, a
 interned inside the writing transaction (``INSERT OR IGNORE`` then read back), so ids are
 the same for every process.
 
-A write that fails costs only itself (rolled back with the name ids it looked up); the
-reader checks every value it hands on and skips, counts and names what it cannot use.
+A write that fails costs only itself (rolled back with the name ids it looked up and the
+keyframe it would have been); the reader checks every value it hands on and skips, counts
+and names what it cannot use.
+
+Type counts and container lengths are written as keyframes and deltas (see
+heapwatch.keyframes): a delta's ``base_id`` names its keyframe, and a delta whose keyframe
+cannot be read is skipped and counted like any damaged row.
 
 The writer is used inside the target by the agent, so this module needs the stdlib only.
 """
@@ -33,6 +38,7 @@ from typing import Any
 
 from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.errors import SchemaError, StoreError, StoreFullError
+from heapwatch.keyframes import CONTAINER_GONE, Keyframes, Plan, rebuild
 from heapwatch.model import (
     READABLE_SCHEMAS,
     SCHEMA_VERSION,
@@ -57,7 +63,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     rss INTEGER NOT NULL, fds INTEGER, threads INTEGER, children INTEGER,
     allocated_blocks INTEGER, gc_objects INTEGER, gc_collections TEXT,
     traced_current INTEGER, traced_peak INTEGER, tracemalloc_overhead INTEGER,
-    errors TEXT, sockets INTEGER, tmp_files INTEGER, gc_garbage INTEGER, cpu_s REAL
+    errors TEXT, sockets INTEGER, tmp_files INTEGER, gc_garbage INTEGER, cpu_s REAL,
+    base_id INTEGER
 );
 CREATE TABLE IF NOT EXISTS type_counts (
     snapshot_id INTEGER NOT NULL, name_id INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -239,6 +246,7 @@ class Writer:
         self.path = path
         self._lock = threading.Lock()
         self._names: dict[str, int] = {}  # committed ids only
+        self._frames = Keyframes()  # committed keyframes only
         self._cur: sqlite3.Cursor | None = None
         self._parked = False  # connection closed for a fork; the next write reopens it
         self.failures = 0
@@ -258,7 +266,9 @@ class Writer:
             existing = _check_version(self._conn, path, write=True) is not None
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            if not existing:
+            if existing:
+                _add_columns(self._conn)
+            else:
                 with self._txn() as cur:
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
@@ -375,23 +385,34 @@ class Writer:
                     lambda cur: cur.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows))
 
     def write_snapshot(self, snap: Snapshot) -> int:
+        """Write one snapshot in one transaction: in full (a keyframe) or as what differs
+        from its stream's keyframe. The new name ids and the keyframe are remembered only
+        once the transaction committed."""
         new: dict[str, int] = {}
+        written: list[tuple[int, Plan]] = []
 
         def body(cur: sqlite3.Cursor) -> int:
-            sid, ids = self._snapshot_rows(cur, snap)
+            plan = self._frames.plan(snap)  # under the writer's lock, as is committed()
+            sid, ids = self._snapshot_rows(cur, snap, plan)
             new.update(ids)
+            written.append((sid, plan))
             return sid
 
-        sid: int = self._write("write a snapshot", body,
-                               committed=lambda: self._names.update(new))
+        def committed() -> None:
+            self._names.update(new)
+            self._frames.committed(snap, *written[-1])
+
+        sid: int = self._write("write a snapshot", body, committed=committed)
         return sid
 
-    def _snapshot_rows(self, cur: sqlite3.Cursor, snap: Snapshot) -> tuple[int, dict[str, int]]:
+    def _snapshot_rows(self, cur: sqlite3.Cursor, snap: Snapshot, plan: Plan
+                       ) -> tuple[int, dict[str, int]]:
         p = snap.process
-        names: list[str | None] = list(snap.types)
+        names: list[str | None] = list(plan.types)
         names.extend(snap.sites)
-        for c in snap.containers:
+        for c in plan.containers:
             names.extend((c.key, c.type, c.path))
+        names.extend(plan.gone)
         for it in snap.items:
             names.extend((it.key, it.item_type, it.site, it.user_site))
         new = self._name_ids(cur, names)
@@ -405,8 +426,8 @@ class Writer:
             "INSERT INTO snapshots (pid, seq, t, mono, reason, duration_s, phase, traced,"
             " source, rss, fds, threads, children, allocated_blocks, gc_objects,"
             " gc_collections, traced_current, traced_peak, tracemalloc_overhead, errors,"
-            " sockets, tmp_files, gc_garbage, cpu_s)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " sockets, tmp_files, gc_garbage, cpu_s, base_id)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 snap.pid, snap.seq, snap.t, snap.mono, storable(snap.reason), snap.duration_s,
                 None if snap.phase is None else storable(snap.phase), int(snap.traced),
@@ -414,26 +435,23 @@ class Writer:
                 p.children, p.allocated_blocks, p.gc_objects,
                 json.dumps(list(p.gc_collections)), p.traced_current, p.traced_peak,
                 p.tracemalloc_overhead, json.dumps(list(snap.errors)) if snap.errors else None,
-                p.sockets, p.tmp_files, p.gc_garbage, p.cpu_s,
+                p.sockets, p.tmp_files, p.gc_garbage, p.cpu_s, plan.base_id,
             ),
         )
         sid = cur.lastrowid
         assert sid is not None
         cur.executemany(
             "INSERT INTO type_counts VALUES (?,?,?)",
-            [(sid, ids[n], c) for n, c in snap.types.items()],
+            [(sid, ids[n], c) for n, c in plan.types.items()],
         )
         cur.executemany(
             "INSERT INTO site_stats VALUES (?,?,?,?)",
             [(sid, ids[n], c, s) for n, (c, s) in snap.sites.items()],
         )
-        cur.executemany(
-            "INSERT OR REPLACE INTO container_lens VALUES (?,?,?,?,?,?,?)",
-            [
-                (sid, ids[c.key], ids[c.type], c.length, c.size, opt(c.path), c.bound)
-                for c in snap.containers
-            ],
-        )
+        rows = [(sid, ids[c.key], ids[c.type], c.length, c.size, opt(c.path), c.bound)
+                for c in plan.containers]
+        rows += [(sid, ids[k], ids[k], CONTAINER_GONE, 0, None, None) for k in plan.gone]
+        cur.executemany("INSERT OR REPLACE INTO container_lens VALUES (?,?,?,?,?,?,?)", rows)
         cur.executemany(
             "INSERT INTO item_samples VALUES (?,?,?,?,?,?,?,?)",
             [
@@ -584,14 +602,34 @@ class Writer:
         return {id(r) for r in gc.get_referents(self._conn) if isinstance(r, (list, dict))}
 
     def abandon(self) -> None:
-        """Forget the connection without touching it (after fork: it belongs to the parent)."""
+        """Forget the connection without touching it (after fork: it belongs to the parent),
+        and the keyframes, which are the parent's streams."""
         self._conn = None
         self._cur = None
         self._parked = False
+        self._frames.forget()
 
     @property
     def closed(self) -> bool:
         return self._conn is None and not self._parked
+
+
+# Nullable columns added to the schema after version 2 was first written (a store of a
+# heapwatch from before them gets them when a writer opens it): (table, column, type).
+_ADDED_COLUMNS = (("snapshots", "cpu_s", "REAL"), ("snapshots", "base_id", "INTEGER"),
+                  ("container_lens", "bound", "INTEGER"), ("item_samples", "inferred", "INTEGER"))
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a schema-2 store written before them the nullable columns it lacks."""
+    for table, column, kind in _ADDED_COLUMNS:
+        if column in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            continue
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another writer added it first
+                raise
 
 
 def _set_aside(path: str, size: int) -> str | None:
@@ -755,7 +793,7 @@ class _Reader:
         return value
 
 
-_META_OBJECTS = ("run", "agent", "launch", "agent_stopped", "attach")
+_META_OBJECTS = ("run", "agent", "launch", "agent_stopped", "attach", "retention")
 
 
 def _int_list(v: Any) -> bool:
@@ -832,21 +870,34 @@ def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
                                                         nbytes, bool(inferred)))
     r.dangling("item samples", lost)
     snaps = []
+    # A delta is rebuilt from its keyframe, which was written (so numbered) before it:
+    # read by id, then put in time order. Only keyframes read whole are built on.
+    keyframes: dict[int, tuple[int, str, dict[str, int], list[ContainerStat]]] = {}
+    orphans = 0
     for row in r.rows(
         "snapshots",
         "id:int, pid:int, seq:int, t:num, mono:num, reason:text, duration_s:num, phase:text?,"
         " traced:int, source:text, rss:int, fds:int?, threads:int?, children:int?,"
         " allocated_blocks:int?, gc_objects:int?, gc_collections:text?, traced_current:int?,"
         " traced_peak:int?, tracemalloc_overhead:int?, errors:text?, sockets:int?,"
-        " tmp_files:int?, gc_garbage:int?, cpu_s:num?",
-        "snapshots", "ORDER BY t, id",
+        " tmp_files:int?, gc_garbage:int?, cpu_s:num?, base_id:int?",
+        "snapshots", "ORDER BY id",
     ):
-        sid = row[0]
+        sid, base = row[0], row[25]
         try:
             gc_collections = r.json(row[16] or "[]", "snapshots", _int_list)
             errors = r.json(row[20], "snapshots", _text_list) if row[20] else []
         except ValueError:
             continue
+        snap_types, snap_conts = types.get(sid, {}), conts.get(sid, [])
+        if base is None:
+            keyframes[sid] = (row[1], row[9], snap_types, snap_conts)
+        else:
+            frame = keyframes.get(base)
+            if frame is None or frame[:2] != (row[1], row[9]):
+                orphans += 1  # its keyframe is damaged, missing or another stream's
+                continue
+            snap_types, snap_conts = rebuild(frame[2], frame[3], snap_types, snap_conts)
         proc = ProcessStat(
             rss=row[10], fds=row[11], threads=row[12], children=row[13],
             allocated_blocks=row[14], gc_objects=row[15],
@@ -858,11 +909,14 @@ def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
             Snapshot(
                 seq=row[2], pid=row[1], t=float(row[3]), mono=float(row[4]), reason=row[5],
                 duration_s=float(row[6]), phase=row[7], traced=bool(row[8]), process=proc,
-                types=types.get(sid, {}), sites=sites.get(sid, {}),
-                containers=tuple(conts.get(sid, ())), items=tuple(items.get(sid, ())),
+                types=snap_types, sites=sites.get(sid, {}),
+                containers=tuple(snap_conts), items=tuple(items.get(sid, ())),
                 errors=tuple(errors), source=row[9],
             )
         )
+    if orphans:
+        r.skipped["snapshots whose keyframe could not be read"] += orphans
+    snaps.sort(key=lambda snap: snap.t)  # stable: equal times stay in the order written
     marks = [
         Mark(t=float(t), phase=phase, pid=pid, source=src)
         for pid, t, phase, src in r.rows("marks", "pid:int, t:num, phase:text, source:text",
@@ -898,6 +952,16 @@ class LiveReader:
         except (sqlite3.Error, ValueError, TypeError):
             return None
         return value if isinstance(value, dict) else None
+
+    def latest(self) -> tuple[int, int]:
+        """(agent snapshots, id of the newest): cheap enough to poll for a new snapshot."""
+        try:
+            row = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM snapshots WHERE source='agent'"
+            ).fetchone()
+            return int(row[0]), int(row[1])
+        except (sqlite3.Error, ValueError, TypeError):
+            return 0, 0
 
     def progress(self, source: str = "agent") -> tuple[int, int | None, str | None]:
         """(snapshots, latest RSS, the container that grew most since the first snapshot)."""

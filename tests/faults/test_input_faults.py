@@ -104,3 +104,19 @@ def test_case12_phase_command_that_cannot_start_stops_the_target_and_reports(
     assert run.meta["launch"]["ended_by"] == "error"
     with pytest.raises(HeapwatchError):
         hw.stop()  # nothing of that run is left in this process either
+
+
+def test_history_paths_that_are_not_utf8_are_named_readably(tmp_path: Any) -> None:
+    import subprocess
+
+    base = os.fsencode(str(tmp_path))
+    with open(base + b"/junk-\xff.sqlite", "wb") as f:
+        f.write(b"not a database at all")
+    for path, needle in ((b"/none-\xff.sqlite", "no history at"),
+                         (b"/junk-\xff.sqlite", "file is not a database")):
+        proc = subprocess.run([sys.executable.encode(), b"-m", b"heapwatch", b"history",
+                               base + path], capture_output=True, timeout=60)
+        err = proc.stderr.decode("utf-8")  # strict: what is printed is UTF-8
+        assert proc.returncode == 2 and "Traceback" not in err, err
+        assert needle in err and path[1:5].decode() + "-\ufffd.sqlite" in err, err
+        assert "\\udc" not in err, err

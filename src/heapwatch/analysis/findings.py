@@ -19,6 +19,7 @@ from heapwatch.analysis.lifecycle import death_note, target_exit
 from heapwatch.analysis.series import Series, build, main_pid
 from heapwatch.analysis.trend import DEFAULT, Trend, TrendParams, assess, theil_sen, warmup_cut
 from heapwatch.model import Finding, Growth, Mark
+from heapwatch.retention import note as retention_note
 from heapwatch.store import RunData, open_run
 from heapwatch.units import fmt_bytes
 
@@ -180,6 +181,9 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
         notes.append(f"No Python heap data: {why}. Only process figures were recorded.")
     if run.skipped:
         notes.append(f"The store is damaged: {run.skipped_summary()}.")
+    kept = retention_note(run.meta)
+    if kept:
+        notes.append(kept)
     ser = build(run, pid, source)
     n = len(ser.snapshots)
     findings: list[Finding] = []
@@ -237,6 +241,7 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
             "snapshots": n,
             "interval_s": meta_run.get("interval_s") or (agent_meta or {}).get("interval_s", 0.0),
             "exit_code": (run.meta.get("launch") or {}).get("exit_code"),
+            "retention": run.meta.get("retention"),
         },
         trace={
             "mode": (agent_meta or {}).get("trace") or meta_run.get("trace", "off"),

@@ -2,31 +2,36 @@
 
 A snapshot the agent took but could not store (a full disk, a refused write) leaves a
 gap in its process's sequence numbers, and usually an ``error`` event naming where it
-failed; rows the reader could not use are counted in ``RunData.skipped``.
+failed; rows the reader could not use are counted in ``RunData.skipped``. Snapshots that
+``--retain`` thinned leave gaps too: they are counted in the store's retention meta, and
+are not lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from heapwatch.model import Snapshot
+from heapwatch.retention import dropped
 from heapwatch.store import RunData
 
 
-def lost_snapshots(snapshots: list[Snapshot]) -> int:
+def lost_snapshots(snapshots: list[Snapshot], thinned: Mapping[int, int] | None = None) -> int:
     """Snapshots numbered but missing: each agent numbers its snapshots 1, 2, 3... and a
-    failed write leaves its number unused."""
+    failed write leaves its number unused; ``thinned`` (per pid) were dropped on purpose."""
     by_pid: dict[int, set[int]] = {}
     for s in snapshots:
         if s.source == "agent" and s.seq > 0:
             by_pid.setdefault(s.pid, set()).add(s.seq)
-    return sum(max(seqs) - len(seqs) for seqs in by_pid.values())
+    thinned = thinned or {}
+    return sum(max(0, max(seqs) - len(seqs) - thinned.get(pid, 0))
+               for pid, seqs in by_pid.items())
 
 
 def store_problems(run: RunData) -> list[str]:
     """One line per kind of loss, most important first (report.json ``agent.errors``)."""
     out: list[str] = []
-    lost = lost_snapshots(run.snapshots)
+    lost = lost_snapshots(run.snapshots, {pid: n for pid, (n, _, _) in dropped(run.meta).items()})
     failed = sorted({m for _, _, kind, m in run.events
                      if kind == "error" and m.startswith("snapshot:")})
     if lost:

@@ -26,7 +26,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, PID
+from heapwatch.cli.options import DURATION, PID, following, metrics_options
 
 
 @click.command("attach", help=__doc__)
@@ -59,9 +59,11 @@ from heapwatch.cli.options import DURATION, PID
 @click.option("--show-names", is_flag=True,
               help="Write secret-looking names (dict keys, attribute and thread names, "
                    "command-line arguments) as they are instead of […].")
+@metrics_options
 def command(pid: int, duration: float | None, interval: float, out: str | None, trace: str,
             trace_depth: int | None, method: str, python: str | None, start_timeout: float,
-            force: bool, tree: bool, show_names: bool) -> None:
+            force: bool, tree: bool, show_names: bool, metrics: str | None,
+            retain: str | None) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.attach.session import AttachOptions, record
     from heapwatch.cli.options import finish
@@ -94,7 +96,8 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
                          trace=trace, trace_depth=trace_depth, method=method, python=python,
                          force=force, start_timeout=start_timeout, tree=tree,
                          show_names=show_names)
-    result = record(opts, status=status if tty else None, notice=notice, started=started)
+    with following(run_dir, interval, metrics, retain):
+        result = record(opts, status=status if tty else None, notice=notice, started=started)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     ended = {"duration": "after --duration", "interrupt": "on Ctrl-C",
@@ -116,11 +119,6 @@ def _stem(pid: int) -> str:
         return f"pid{pid}"
     if any(redact.HIDDEN in a for a in args[:3]):
         return f"pid{pid}"
-    for i, arg in enumerate(args[1:], 1):
-        if arg == "-m" and i + 1 < len(args):
-            return args[i + 1]
-        if arg == "-c":
-            break
-        if not arg.startswith("-"):
-            return os.path.splitext(os.path.basename(arg))[0]
-    return os.path.basename(args[0]) if args else f"pid{pid}"
+    from heapwatch.history import service_name
+
+    return service_name(args) if args else f"pid{pid}"

@@ -17,6 +17,10 @@ that is not new or empty, a store or report that cannot be written (a full disk:
 snapshot stored so far stays in run.sqlite), a --phase load that cannot start (the
 command is stopped and its reports written first). The run directory is private (0700,
 files 0600). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds, up to a year.
+
+For a service watched for a long time: --metrics HOST:PORT serves heapwatch's series to
+Prometheus from this process (the target opens no port), and --retain WINDOW keeps the
+store from growing by thinning snapshots older than WINDOW (see docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, execute
+from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, execute, metrics_options
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
@@ -49,9 +53,11 @@ from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, exec
               help="Write secret-looking names (dict keys, attribute and thread names, "
                    "command-line arguments) as they are instead of […]. Values and the "
                    "environment are never recorded.")
+@metrics_options
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float | None, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], children: str,
-            show_names: bool, cmd: tuple[str, ...]) -> None:
+            show_names: bool, metrics: str | None, retain: str | None,
+            cmd: tuple[str, ...]) -> None:
     sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, children,
-                     show_names))
+                     show_names, metrics, retain))

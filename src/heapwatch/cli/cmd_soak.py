@@ -13,6 +13,9 @@ threads-growth, objects-growth (per hour, e.g. 5MB/h, 0/h), rss-max, fds-max,
 threads-max; checked over the run and each phase, rates only over windows of at least
 --min-window. --ignore PATTERN (glob on path, type, site or title; repeatable, and
 [tool.heapwatch] ignore = [...] in pyproject.toml) suppresses known findings.
+--history takes a SQLite file or a PostgreSQL URL (postgresql://user@host/db, shared by
+many services and hosts); runs are compared with the last run of the same --service
+(default: the command's script or module name).
 """
 
 from __future__ import annotations
@@ -39,13 +42,17 @@ from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option
               help="Shortest window a rate budget is checked on.")
 @click.option("--ignore", "ignores", multiple=True, metavar="PATTERN")
 @click.option("--junit", type=click.Path(dir_okay=False), default=None)
-@click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None,
+              help="SQLite file or postgresql:// URL of the soak history.")
+@click.option("--service", default=None,
+              help="Name of the service in the history [default: the command's script or "
+                   "module].")
 @children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float | None, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], fail_on: str,
             budgets: tuple[str, ...], min_window: float, ignores: tuple[str, ...],
-            junit: str | None, history_path: str | None, children: str,
+            junit: str | None, history_path: str | None, service: str | None, children: str,
             cmd: tuple[str, ...]) -> None:
     from heapwatch import history, soak
     from heapwatch.analysis.budgets import parse_budget
@@ -60,9 +67,13 @@ def command(interval: float | None, duration: float | None, out: str | None, tra
 
         raise UsageError("--fail-on new needs --history FILE to know what is new")
     patterns = list(ignores) + soak.config_ignores(os.getcwd())
+    service = service or history.service_name(list(cmd))
+    if history_path and history.is_url(history_path):
+        history.open_history(history_path).close()  # reachable before a long soak starts
     result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases,
                               children)
-    outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window)
+    outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window,
+                         service)
     finish(analysis)
     ended_early(result)
     if junit:
@@ -70,7 +81,7 @@ def command(interval: float | None, duration: float | None, out: str | None, tra
     if history_path:
         history.record(history_path, analysis.run, analysis.verdict, outcome.passed,
                        [f.as_dict() for f in analysis.findings
-                        if f.fingerprint not in analysis.ignored], analysis.run_dir)
+                        if f.fingerprint not in analysis.ignored], analysis.run_dir, service)
     for line in outcome.failures:
         click.echo(f"  FAIL {line}", err=True)
     for f in analysis.findings:

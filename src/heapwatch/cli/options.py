@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -61,15 +63,75 @@ class Pid(click.ParamType):  # type: ignore[type-arg]
 PID = Pid()
 
 
+def metrics_options(f: Any) -> Any:
+    """--metrics and --retain, shared by run and attach."""
+    f = click.option(
+        "--retain", metavar="WINDOW", default=None,
+        help="Long-running mode: keep every snapshot of the last WINDOW (e.g. 1h) and thin "
+             "older ones, so the store stops growing. Off by default: every snapshot is "
+             "kept. The report says when snapshots were thinned.")(f)
+    return click.option(
+        "--metrics", metavar="HOST:PORT", default=None,
+        help="Serve heapwatch's series for Prometheus (OpenMetrics) from this process "
+             "while recording, e.g. 127.0.0.1:9464 (a bare port binds 127.0.0.1; "
+             "0.0.0.0:9464 in a container). See docs/fleet.md.")(f)
+
+
+def check_following(metrics: str | None, retain: str | None) -> None:
+    """Refuse a bad --metrics or --retain before anything is created."""
+    if metrics is not None:
+        from heapwatch.metrics import parse_listen
+
+        parse_listen(metrics)
+    if retain is not None:
+        from heapwatch.retention import parse_retain
+
+        parse_retain(retain)
+
+
+@contextmanager
+def following(run_dir: str, interval: float, metrics: str | None, retain: str | None
+              ) -> Iterator[None]:
+    """Serve metrics and/or apply retention while the body records into ``run_dir``.
+    Bad values and a port that cannot be bound fail here, before any target starts."""
+    import os
+
+    from heapwatch.retention import parse_retain
+    from heapwatch.store import STORE_NAME
+
+    retention = parse_retain(retain) if retain else None
+    if metrics is None and retention is None:
+        yield
+        return
+    from heapwatch.metrics import Follower, serve
+
+    store = os.path.join(run_dir, STORE_NAME)
+    if metrics is not None:
+        exporter = serve(metrics, store, interval, retention)
+        host, port = exporter.address
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"heapwatch: metrics on http://{shown}:{port}/metrics", err=True)
+        stop = exporter.close
+    else:
+        follower = Follower(store, interval, retention=retention, metrics=False)
+        follower.start()
+        stop = follower.stop
+    try:
+        yield
+    finally:
+        stop()
+
+
 def execute(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-            children: str = "all", show_names: bool = False) -> int:
+            children: str = "all", show_names: bool = False, metrics: str | None = None,
+            retain: str | None = None) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
     from heapwatch import launch
 
     result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs,
-                              children, show_names)
+                              children, show_names, metrics, retain)
     finish(analysis)
     ended_early(result)
     return launch.exit_status(result)
@@ -116,7 +178,8 @@ def finish(analysis: Any, directory: str | None = None, formats: tuple[str, ...]
 
 def record(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-           children: str = "all", show_names: bool = False) -> tuple[Any, Any]:
+           children: str = "all", show_names: bool = False, metrics: str | None = None,
+           retain: str | None = None) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
     import os
 
@@ -141,6 +204,7 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
     if interval is None:
         planned = sum(p.seconds for p in phases) if phases else duration
         interval = default_interval(planned)
+    check_following(metrics, retain)
     if trace_depth is None:
         trace_depth = default_trace_depth(trace)
     from heapwatch import redact
@@ -157,11 +221,12 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
     def notice(line: str) -> None:
         click.echo(f"heapwatch: {line}", err=True)
 
-    click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
-               + (f" for {format_duration(duration)}" if duration else ""), err=True)
-    result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
-                        status=status if tty else None, notice=notice, phases=phases,
-                        children=children, show_names=show_names)
+    with following(run_dir, interval, metrics, retain):
+        click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
+                   + (f" for {format_duration(duration)}" if duration else ""), err=True)
+        result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
+                            status=status if tty else None, notice=notice, phases=phases,
+                            children=children, show_names=show_names)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     for line in result.store_errors:
