@@ -230,6 +230,17 @@ buckets_grow(void)
     return 1;
 }
 
+static int
+same_frames(const hw_frame *a, const hw_frame *b, int n)
+{
+    for (int i = 0; i < n; i++) { /* field by field: the struct has padding */
+        if (a[i].code != b[i].code || a[i].lasti != b[i].lasti) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static hw_stack *
 stack_intern(const hw_frame *f, int n)
 {
@@ -239,8 +250,7 @@ stack_intern(const hw_frame *f, int n)
     uint64_t h = stack_hash(f, n);
     size_t k = (size_t)h & (S.nbuckets - 1);
     for (hw_stack *s = S.buckets[k]; s; s = s->next) {
-        if (s->hash == h && s->nframe == (uint32_t)n &&
-            memcmp(s->frames, f, sizeof(hw_frame) * (size_t)n) == 0) {
+        if (s->hash == h && s->nframe == (uint32_t)n && same_frames(s->frames, f, n)) {
             return s;
         }
     }
