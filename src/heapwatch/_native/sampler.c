@@ -2,9 +2,9 @@
  * tables, and the functions the agent calls (see sampler.h for the rules the hook keeps).
  */
 #include "sampler.h"
+#include "jobs.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -58,11 +58,10 @@ static struct {
     uint64_t samples;
     uint64_t dropped;
     uint64_t reinstalls;
-    int atfork_set;
 } S = {.interval = 512.0 * 1024, .depth = 16, .max_samples = 200000};
 
-static __thread int tl_busy;   /* sampling or draining on this thread */
-static __thread int tl_ignore; /* this thread's allocations are not sampled */
+static _Thread_local int tl_busy;   /* sampling or draining on this thread */
+static _Thread_local int tl_ignore; /* this thread's allocations are not sampled */
 
 /* -- random draws ------------------------------------------------------------------- */
 static uint64_t
@@ -517,13 +516,6 @@ py_start(PyObject *self, PyObject *args, PyObject *kw)
         PyErr_SetString(PyExc_ValueError, "interval >= 1 byte, 1 <= depth <= 64, max_samples >= 1");
         return NULL;
     }
-    if (!S.atfork_set) {
-        if (pthread_atfork(NULL, NULL, atfork_child) != 0) {
-            PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
-            return NULL;
-        }
-        S.atfork_set = 1;
-    }
     tl_busy = 1;
     release_stacks(collect_dead(1));
     clear_live();
@@ -751,6 +743,29 @@ py_stats(PyObject *self, PyObject *unused)
     return stats_dict(-1.0, -1.0);
 }
 
+/* after_fork_child (GIL held, in the child): drop the references the fork left. */
+static void
+after_fork_child(void)
+{
+    tl_busy = 1;
+    release_stacks(collect_dead(1));
+    tl_busy = 0;
+}
+
+/* fini (GIL held, module freed): unhook where it is the top of the chain; elsewhere it
+ * stays a pass-through (its code stays mapped: a loaded extension is never unloaded). */
+static void
+fini(void)
+{
+    S.enabled = 0;
+    for (int i = 0; i < 2; i++) {
+        if (g_dom[i].installed && is_top(&g_dom[i])) {
+            PyMem_SetAllocator(g_dom[i].domain, &g_dom[i].orig);
+            g_dom[i].installed = 0;
+        }
+    }
+}
+
 static PyMethodDef sampler_methods[] = {
     {"sampler_start", (PyCFunction)(void (*)(void))py_start, METH_VARARGS | METH_KEYWORDS,
      "sampler_start(interval=524288, depth=16, max_samples=200000): install the hook (or "
@@ -768,8 +783,10 @@ static PyMethodDef sampler_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-int
-hw_sampler_init(PyObject *module)
-{
-    return PyModule_AddFunctions(module, sampler_methods);
-}
+const hw_job hw_job_sampler = {
+    .name = "sampler",
+    .methods = sampler_methods,
+    .fork_child = atfork_child,
+    .after_fork_child = after_fork_child,
+    .fini = fini,
+};

@@ -27,7 +27,8 @@
  * drain holds it too, so the GIL serializes every access to the tables. Re-entrancy: a
  * thread-local flag stops an allocation made while sampling or draining from being
  * sampled. Fork: the child drops the parent's samples (pthread_atfork) and stops
- * sampling until an agent in the child starts it again. Stop: the hook is removed from a
+ * sampling until an agent in the child starts it again (the job's fork_child hook:
+ * no Python API there; the references are dropped by after_fork_child, GIL held). Stop: the hook is removed from a
  * domain when it is still the top of that domain's chain; otherwise it stays as a
  * pass-through (an allocator installed after it has saved it and will call it).
  */
@@ -56,7 +57,7 @@ int hw_frame_line(PyCodeObject *code, int32_t lasti);
  * on 3.11+, the managed dict/weakref pre-header). */
 size_t hw_preheader_size(PyObject *obj);
 
-/* sampler.c: add the sampler's functions to the module (called from module.c). */
-int hw_sampler_init(PyObject *module);
+/* sampler.c defines the job hw_job_sampler (jobs.h): its methods sampler_*, the fork
+ * hooks and fini. */
 
 #endif
