@@ -581,8 +581,9 @@ py_ignore_thread(PyObject *self, PyObject *arg)
     if (flag < 0) {
         return NULL;
     }
+    int before = tl_ignore;
     tl_ignore = flag;
-    Py_RETURN_NONE;
+    return PyBool_FromLong(before);
 }
 
 static PyObject *
@@ -774,7 +775,8 @@ static PyMethodDef sampler_methods[] = {
      "sampler_stop() -> 'removed' | 'passthrough': stop sampling, drop all samples."},
     {"sampler_set_interval", py_set_interval, METH_O, "Change the mean sampling interval."},
     {"sampler_ignore_thread", py_ignore_thread, METH_O,
-     "Whether the calling thread's allocations are left unsampled."},
+     "sampler_ignore_thread(flag) -> previous flag: whether the calling thread's "
+     "allocations are left unsampled."},
     {"sampler_drain", py_drain, METH_NOARGS,
      "Live sampled stacks with estimated blocks and bytes, and the sampler's figures."},
     {"sampler_lookup", py_lookup, METH_O,

@@ -36,7 +36,9 @@ def _site_of(item: Any) -> tuple[str | None, str | None]:
     if site is None and not isinstance(item, _ATOMIC) and not isinstance(item, type):
         # Freelist reuse, or CPython 3.11 instances with a managed dict (gh-101430), have
         # no trace: the item's own fields were usually allocated on its line or just before.
-        for ref in gc.get_referents(item):
+        # Containers first: an int or a str field often comes from elsewhere (a loop
+        # counter, parsed input), a dict or list field from the item's own constructor.
+        for ref in sorted(gc.get_referents(item), key=lambda r: isinstance(r, _ATOMIC)):
             if isinstance(ref, type):
                 continue
             site, user = object_sites(ref)

@@ -10,6 +10,7 @@ a ``stop`` command from the CLI over its private control socket.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime as _dt
 import itertools
 import json
@@ -27,7 +28,16 @@ from typing import Any
 
 from heapwatch.agent import census, items, naming, paths, process, registry, sites
 from heapwatch.errors import AgentError
-from heapwatch.model import TRACE_MODES, ContainerStat, ItemSample, Mark, ProcessStat, Snapshot
+from heapwatch.model import (
+    DEFAULT_TRACE,
+    TRACE_MODES,
+    ContainerStat,
+    ItemSample,
+    Mark,
+    ProcessStat,
+    Snapshot,
+    default_trace_depth,
+)
 from heapwatch.store import Writer
 
 
@@ -37,8 +47,10 @@ class AgentConfig:
 
     store: str
     interval: float = 5.0
-    trace: str = "auto"
-    trace_depth: int = 1
+    trace: str = DEFAULT_TRACE
+    trace_depth: int | None = None  # None: default_trace_depth(trace)
+    sample_interval: int = sites.DEFAULT_SAMPLE_INTERVAL
+    sample_boost_interval: int = sites.BOOST_SAMPLE_INTERVAL
     trace_window: int = 3
     trace_cooldown: int = 10
     floor: int = 100
@@ -57,8 +69,18 @@ class AgentConfig:
             raise AgentError(f"trace must be one of {', '.join(TRACE_MODES)}, not {self.trace!r}")
         if not self.interval > 0:
             raise AgentError(f"interval must be greater than zero, not {self.interval!r}")
-        if self.trace_depth < 0:
+        if self.trace_depth is None:
+            object.__setattr__(self, "trace_depth", default_trace_depth(self.trace))
+        if self.depth < 0:
             raise AgentError(f"trace_depth must be 0 or more, not {self.trace_depth!r}")
+        if not (isinstance(self.sample_interval, int) and self.sample_interval >= 1):
+            raise AgentError(f"sample_interval must be a whole number of bytes >= 1, not "
+                             f"{self.sample_interval!r}")
+
+    @property
+    def depth(self) -> int:
+        """Frames per traced or sampled allocation."""
+        return self.trace_depth if self.trace_depth is not None else 1
 
     @classmethod
     def from_file(cls, path: str) -> AgentConfig:
@@ -128,8 +150,16 @@ class Agent:
         self._own_ids.update(self._writer.internal_ids())
         preexisting = tracemalloc.is_tracing()
         self._mode = "on" if preexisting and cfg.trace == "auto" else cfg.trace
-        if self._mode == "on" and cfg.trace_depth > 0 and not preexisting:
-            tracemalloc.start(cfg.trace_depth)
+        trace_fallback = None
+        if self._mode == "sample":
+            trace_fallback = sites.start_sampling(cfg.sample_interval, cfg.depth or 16)
+            if trace_fallback is not None:  # no native core here: the pure-Python steering
+                self._mode = "on" if preexisting else "auto"
+                cfg = self.config = dataclasses.replace(
+                    cfg, trace=self._mode,
+                    trace_depth=min(cfg.depth, default_trace_depth(self._mode)))
+        if self._mode == "on" and cfg.depth > 0 and not preexisting:
+            tracemalloc.start(cfg.depth)
             self._started_tracemalloc = True
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -147,7 +177,9 @@ class Agent:
                     "t": time.time(),
                     "interval_s": cfg.interval,
                     "trace": self._mode,
-                    "trace_depth": cfg.trace_depth if self._mode != "off" else 0,
+                    "trace_depth": cfg.depth if self._mode != "off" else 0,
+                    "trace_fallback": trace_fallback,
+                    "sample_interval": cfg.sample_interval if self._mode == "sample" else None,
                     "tracemalloc_preexisting": preexisting,
                     "control": cfg.control,
                     "main": naming.main_stem(),
@@ -205,6 +237,8 @@ class Agent:
                     self._writer.close()
                 if self._started_tracemalloc and tracemalloc.is_tracing():
                     tracemalloc.stop()
+                if self._mode == "sample":
+                    sites.stop_sampling()
                 self._close_fds()
                 registry.unregister(self.pid)
                 _unregister(self)
@@ -244,6 +278,8 @@ class Agent:
         """The sampler thread does not exist in a forked child and the store belongs to
         the parent: drop both without touching them."""
         self._stopped = True
+        if self._mode == "sample":
+            sites.forget_sampling()  # the C side stopped itself in the child (fork hook)
         if self._writer is not None:
             self._writer.abandon()
         self._sock = None
@@ -355,7 +391,8 @@ class Agent:
             c0 = time.thread_time()
             t0 = time.perf_counter()
             try:
-                snap = self._collect(reason, t0)
+                with sites.unsampled():
+                    snap = self._collect(reason, t0)
                 self._writer.write_snapshot(snap)
                 self.snapshots += 1
             except BaseException as exc:
@@ -369,6 +406,8 @@ class Agent:
         wall, mono = time.time(), time.monotonic()
         stem = naming.main_stem()
         tracing = tracemalloc.is_tracing()
+        sampling = self._mode == "sample" and sites.sampling()
+        sited = tracing or sampling  # allocation sites can be known in this snapshot
         closing = self._mode == "auto" and tracing and self._window_left <= 1
         raw: list[Any] = []
         site_stats: dict[str, tuple[int, int]] = {}
@@ -447,12 +486,12 @@ class Agent:
             del containers[cfg.max_containers :]
             suspects: list[str] = []
             try:
-                samples, suspects = self._sample_suspects(containers, keep, named, stem, tracing)
+                samples, suspects = self._sample_suspects(containers, keep, named, stem, sited)
             except Exception as exc:
                 errors.append(_describe_error("items", exc))
             try:
                 if reason != "start":  # taken before the main module was even imported
-                    samples += self._type_suspects(type_counts, types_by_name, stem, tracing,
+                    samples += self._type_suspects(type_counts, types_by_name, stem, sited,
                                                    suspects)
             except Exception as exc:
                 errors.append(_describe_error("items", exc))
@@ -476,21 +515,31 @@ class Agent:
             except Exception as exc:
                 errors.append(_describe_error("sites", exc))
             raw.clear()
+        sampled_heap: int | None = None
+        if sampling:
+            try:
+                site_stats, sampled_heap, _ = sites.sampled_sites(cfg.top_sites)
+            except Exception as exc:
+                errors.append(_describe_error("sites", exc))
         try:
             proc = process.process_stat(gc_objects)
         except Exception as exc:
             errors.append(_describe_error("process", exc))
             proc = ProcessStat(rss=0)
+        if sampled_heap is not None:  # the estimated sampled heap stands for the traced one
+            proc = dataclasses.replace(proc, traced_current=sampled_heap)
         self._rss_hist.append(proc.rss)
         self._seq += 1
         if tracing:
             self.traced_snapshots += 1
         if self._mode == "auto" and not closing:
             self._steer_tracing(tracing, suspects)
+        elif sampling:
+            self._steer_sampling(suspects)
         return Snapshot(
             seq=self._seq, pid=self.pid, t=wall, mono=mono, reason=reason,
             duration_s=time.perf_counter() - t0, phase=self._phase,
-            traced=tracing, process=proc, types=type_counts,
+            traced=sited, process=proc, types=type_counts,
             sites=site_stats, containers=tuple(containers), items=tuple(samples),
             errors=tuple(errors),
         )
@@ -510,12 +559,36 @@ class Agent:
         rss = list(self._rss_hist)
         rss_rising = (len(rss) >= 5 and rss[-1] - rss[0] > 2 * 1024 * 1024
                       and sum(b > a for a, b in itertools.pairwise(rss)) >= len(rss) - 2)
-        if (unsited or rss_rising) and cfg.trace_depth > 0 and not tracemalloc.is_tracing():
-            tracemalloc.start(cfg.trace_depth)
+        if (unsited or rss_rising) and cfg.depth > 0 and not tracemalloc.is_tracing():
+            tracemalloc.start(cfg.depth)
             self._started_tracemalloc = True
             self._window_left = max(1, cfg.trace_window)
             self._event("trace", f"tracing on for {self._window_left} snapshots: "
                         f"{len(unsited)} suspect(s){', RSS rising' if rss_rising else ''}")
+
+    def _steer_sampling(self, suspects: list[str]) -> None:
+        """``--trace sample``: a suspect whose items are small is rarely sampled at the
+        normal interval, so while a suspect is still unsited the sampler samples about
+        every ``sample_boost_interval`` bytes for ``trace_window`` snapshots (its newest
+        items are then looked up in the live-sample table), then the normal interval
+        returns for ``trace_cooldown`` snapshots. Samples taken in the window keep their
+        own weight, so the site estimates stay unbiased."""
+        cfg = self.config
+        if self._window_left > 0:
+            self._window_left -= 1
+            if self._window_left == 0:
+                sites.set_sample_interval(cfg.sample_interval)
+                self._cooldown = cfg.trace_cooldown
+            return
+        if self._cooldown > 0:
+            self._cooldown -= 1
+            return
+        unsited = [k for k in suspects if k not in self._sited]
+        if unsited and cfg.sample_boost_interval < cfg.sample_interval:
+            sites.set_sample_interval(cfg.sample_boost_interval)
+            self._window_left = max(1, cfg.trace_window)
+            self._event("trace", f"sampling every ~{cfg.sample_boost_interval} bytes for "
+                        f"{self._window_left} snapshots: {len(unsited)} unsited suspect(s)")
 
     def _stop_tracing(self) -> None:
         if self._started_tracemalloc and tracemalloc.is_tracing():

@@ -373,8 +373,7 @@ def _agent(a: Analysis) -> str:
     rows = [
         ("snapshot pause", _e(f"median {_ms(ag.get('pause_median_s'))}, "
                               f"max {_ms(ag.get('pause_max_s'))}")),
-        ("tracing", _e(f"{tr.get('mode', '?')}, depth {tr.get('depth', '?')}; "
-                       f"{(tr.get('share') or 0):.0%} of snapshots traced")),
+        ("allocation sites", _e(tr.get("summary") or tr.get("mode", "?"))),
     ]
     if ag.get("checked_in") is False:
         rows.append(("agent", "never checked in: only process figures were recorded"))
