@@ -10,7 +10,7 @@ from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, Method
 from typing import Any
 
 from heapwatch.agent.naming import type_name
-from heapwatch.agent.sites import is_own, object_sites
+from heapwatch.agent.sites import is_own, object_sites, sampling
 from heapwatch.model import ItemSample
 
 _ATOMIC = (type(None), bool, int, str, bytes)
@@ -91,7 +91,7 @@ def _item_type(item: Any, stem: str) -> str:
 
 def sample_items(key: str, obj: Any, k: int, stem: str, tracing: bool) -> list[ItemSample]:
     """Sample the ``k`` newest items of ``obj``; group them by (type, site)."""
-    items = _newest(obj, k)
+    items = _newest(obj, _widen(k))
     return _group(key, items, stem, tracing)
 
 
@@ -103,29 +103,49 @@ def sample_type(name: str, t: type, k: int, stem: str) -> list[ItemSample]:
         for o in reversed(young):
             if type(o) is t:
                 items.append((o, None))
-                if len(items) >= k:
+                if len(items) >= _widen(k):
                     break
     finally:
         del young
     return _group("type:" + name, items, stem, True)
 
 
+#: Items looked at while the sampler runs: about one block in T/size is sampled, so the
+#: newest 256 are looked up in its live-sample table (a lookup costs ~0.1 us).
+SAMPLED_ITEMS = 256
+
+
+def _widen(k: int) -> int:
+    return max(k, SAMPLED_ITEMS) if sampling() else k
+
+
+def _sites(items: list[tuple[Any, Any]]) -> list[tuple[str | None, str | None]]:
+    """Each item's site, by the best evidence the batch has: the items' own allocations;
+    else (none of them traced or sampled) a dict's keys; else what the items refer to."""
+    direct = [object_sites(item) for item, _ in items]
+    if any(s for s, _ in direct):
+        return direct
+    keys = [object_sites(fb) if fb is not None else (None, None) for _, fb in items]
+    if any(s for s, _ in keys):
+        return keys
+    return [_site_of(item) for item, _ in items]
+
+
 def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool) -> list[ItemSample]:
     try:
         groups: Counter[tuple[str, str | None, str | None]] = Counter()
         sizes: Counter[tuple[str, str | None, str | None]] = Counter()
-        for item, fallback in items:
-            site, user = _site_of(item) if tracing else (None, None)
-            if site is None and tracing and fallback is not None:
-                site, user = _site_of(fallback)
+        sized: Counter[tuple[str, str | None, str | None]] = Counter()
+        found = _sites(items) if tracing else [(None, None)] * len(items)
+        for (item, _), (site, user) in zip(items, found, strict=True):
             if site is not None and is_own(site.rpartition(":")[0]):
                 continue  # the agent's own object (a type sample can catch one)
             g = (_item_type(item, stem), site, user)
             groups[g] += 1
-            sizes[g] += deep_size(item, tracing)
-        return [
-            ItemSample(key, tname, n, site, user, sizes[(tname, site, user)] // max(n, 1))
-            for (tname, site, user), n in groups.most_common()
-        ]
+            if sized[g] < 8:  # the mean size of a group from its first few items
+                sized[g] += 1
+                sizes[g] += deep_size(item, tracing)
+        return [ItemSample(key, g[0], n, g[1], g[2], sizes[g] // max(sized[g], 1))
+                for g, n in groups.most_common()]
     finally:
         del items
