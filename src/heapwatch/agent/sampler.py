@@ -40,6 +40,8 @@ from heapwatch.model import (
 )
 from heapwatch.store import Writer
 
+SITED_SAMPLES = 30  # sampled items with a site before a suspect counts as sited
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -128,12 +130,14 @@ class Agent:
         self._type_hist: dict[str, deque[int]] = {}
         self._rss_hist: deque[int] = deque(maxlen=6)
         self._sited: set[str] = set()  # suspects whose item sites are already known
+        self._site_hits: dict[str, int] = {}  # sampled items with a site, until sited
         self._window_left = 0
         self._cooldown = 0
         self._walk_due = False
         self.traced_snapshots = 0
         self._own_ids: set[int] = {id(self._history), id(self._seen), id(self._known),
                                    id(self._type_hist), id(self._sited), id(self.pauses),
+                                   id(self._site_hits),
                                    id(self._id_paths)}
         self._stop_requested = False
         self._stopped = False
@@ -627,9 +631,20 @@ class Agent:
             if tracing and t is not None:
                 got = items.sample_type(name, t, self.config.sample_items, stem)
                 out.extend(got)
-                if any(s.site for s in got):
-                    self._sited.add(key)
+                self._note_sited(key, got)
         return out
+
+    def _note_sited(self, key: str, got: list[ItemSample]) -> None:
+        """A suspect is sited once its items name a site: under tracemalloc one traced item
+        will do; sampled items need ``SITED_SAMPLES`` hits over the run (a sampled block
+        reused from a free list carries the line that first allocated it, so one hit can
+        mislead; the majority does not), and until then boosted sampling goes on."""
+        hits = self._site_hits.get(key, 0) + sum(s.sampled for s in got if s.site)
+        if hits >= (SITED_SAMPLES if self._mode == "sample" else 1):
+            self._sited.add(key)
+            self._site_hits.pop(key, None)
+        elif hits:
+            self._site_hits[key] = hits
 
     def _resolve_known(self, named: dict[int, str], keep: dict[int, Any]) -> None:
         """Find containers named before by their path (this also follows a rebinding such as
@@ -689,8 +704,7 @@ class Agent:
             if obj is None or key not in by_key:
                 continue
             got = items.sample_items(key, obj, self.config.sample_items, stem, tracing)
-            if any(s.site for s in got):
-                self._sited.add(key)
+            self._note_sited(key, got)
             out.extend(got)
         return out, [key for _, key in suspects[: self.config.max_suspects]]
 
