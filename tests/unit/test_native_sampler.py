@@ -284,3 +284,16 @@ def test_without_the_native_core_auto_runs(tmp_path: Any) -> None:
     assert rep["trace"]["mode"] == "auto"
     assert "HEAPWATCH_NO_NATIVE" in (rep["trace"]["fallback"] or "")
     assert rep["findings"][0]["path"].endswith("SESSIONS")
+
+
+@needs_sampler
+def test_start_again_while_running_forgets_old_samples(sampler: Any) -> None:
+    sampler.sampler_start(interval=1024.0)
+    keep = allocate(5000, 1000)
+    sampler.sampler_start(interval=2048.0)  # live samples dropped before their stacks
+    rows, stats = sampler.sampler_drain()
+    assert stats["interval"] == 2048.0 and site_bytes(rows, line_of("# BIG-SITE")) == 0
+    keep2 = allocate(5000, 1000)
+    rows, _ = sampler.sampler_drain()
+    assert site_bytes(rows, line_of("# BIG-SITE")) > 2e6
+    del keep, keep2

@@ -517,8 +517,8 @@ py_start(PyObject *self, PyObject *args, PyObject *kw)
         return NULL;
     }
     tl_busy = 1;
+    clear_live(); /* before the stacks its entries point to are released */
     release_stacks(collect_dead(1));
-    clear_live();
     S.interval = interval;
     S.depth = depth;
     S.max_samples = (size_t)max_samples;
