@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(
 def test_the_extension_loads_and_lists_its_jobs() -> None:
     from heapwatch import _native  # built by `pip install -e .` on a machine with gcc
 
-    assert _native.BUILT_FOR == f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert f"{sys.version_info[0]}.{sys.version_info[1]}" == _native.BUILT_FOR
     assert "census" in _native.JOBS
     assert _native.CENSUS_UNAVAILABLE is None
     assert callable(_native._after_fork_child)

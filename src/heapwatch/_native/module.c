@@ -144,9 +144,9 @@ register_after_fork(PyObject *module)
         return 0;
     }
     PyObject *fn = PyObject_GetAttrString(module, "_after_fork_child");
-    PyObject *args = PyTuple_New(0);
-    PyObject *kwargs = Py_BuildValue("{s:O}", "after_in_child", fn);
-    PyObject *res = (fn && args && kwargs) ? PyObject_Call(reg, args, kwargs) : NULL;
+    PyObject *args = fn ? PyTuple_New(0) : NULL;
+    PyObject *kwargs = args ? Py_BuildValue("{s:O}", "after_in_child", fn) : NULL;
+    PyObject *res = kwargs ? PyObject_Call(reg, args, kwargs) : NULL;
     Py_XDECREF(fn);
     Py_XDECREF(args);
     Py_XDECREF(kwargs);

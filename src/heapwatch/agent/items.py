@@ -9,6 +9,7 @@ from itertools import islice
 from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, MethodType, ModuleType
 from typing import Any
 
+from heapwatch.agent import core
 from heapwatch.agent.naming import type_name
 from heapwatch.agent.sites import is_own, object_sites, sampling
 from heapwatch.model import ItemSample
@@ -96,17 +97,11 @@ def sample_items(key: str, obj: Any, k: int, stem: str, tracing: bool) -> list[I
 
 
 def sample_type(name: str, t: type, k: int, stem: str) -> list[ItemSample]:
-    """Sites of the newest objects of type ``t`` (the youngest gc generation holds them)."""
-    items: list[tuple[Any, Any]] = []
-    young = gc.get_objects(0)
-    try:
-        for o in reversed(young):
-            if type(o) is t:
-                items.append((o, None))
-                if len(items) >= _widen(k):
-                    break
-    finally:
-        del young
+    """Sites of the newest objects of type ``t`` (the youngest gc generation holds them).
+
+    Never from a list of ``gc.get_objects(0)`` held while this Python code runs: that list
+    can hold a tuple another thread is still building (see census.py)."""
+    items = [(o, None) for o in core.newest_of_type(t, _widen(k))]
     return _group("type:" + name, items, stem, True)
 
 

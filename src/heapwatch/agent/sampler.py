@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from heapwatch.agent import census, items, naming, paths, process, registry, sites
+from heapwatch.agent import census, core, items, naming, paths, process, registry, sites
 from heapwatch.errors import AgentError
 from heapwatch.model import (
     DEFAULT_TRACE,
@@ -187,6 +187,7 @@ class Agent:
                     "tracemalloc_preexisting": preexisting,
                     "control": cfg.control,
                     "main": naming.main_stem(),
+                    **core.info().as_meta(),
                 }
             }
         )
@@ -425,9 +426,11 @@ class Agent:
         types_by_name: dict[str, type] = {}
         try:
             try:
-                res = census.take_census(cfg.floor, self._own_ids, keep)
+                res = core.census(cfg.floor, self._own_ids, self._maybe_suspect_ids())
+                keep.update(res.wanted)
+                res.wanted.clear()
                 gc_objects = res.gc_objects
-                for t, n in res.type_counts.items():
+                for t, n in res.type_counts:
                     name = naming.type_name(t, stem)
                     type_counts[name] = type_counts.get(name, 0) + n
                     types_by_name[name] = t
@@ -659,6 +662,18 @@ class Agent:
                 named[oid] = path
                 keep[oid] = obj
             obj = None
+
+    def _maybe_suspect_ids(self) -> set[int]:
+        """Containers known only by id that may turn suspect at this snapshot (seen at
+        least twice): the census hands back references to these, and to no other."""
+        out: set[int] = set()
+        for key, hist in self._history.items():
+            if len(hist) >= 2 and "@0x" in key:
+                try:
+                    out.add(int(key.rsplit("@", 1)[1], 16))
+                except ValueError:
+                    pass
+        return out
 
     def _sample_suspects(
         self,

@@ -134,34 +134,15 @@ BOOST_SAMPLE_INTERVAL = 1024
 _sampling = False
 
 
-_loaded: tuple[ModuleType | None, str | None] | None = None
-
-
 def _native() -> tuple[ModuleType | None, str | None]:
-    """The native module when its sampler can run here, else (None, why); checked once."""
-    global _loaded
-    if _loaded is None:
-        try:
-            _loaded = _load_native()
-        except BaseException as exc:  # never fail the agent over an accelerator
-            _loaded = (None, f"loading failed: {type(exc).__name__}")
-    return _loaded
+    """The native module when its sampler can run here, else (None, why). The core loader
+    (agent/core.py) checks the build against this interpreter, once."""
+    from heapwatch.agent import core
 
-
-def _load_native() -> tuple[ModuleType | None, str | None]:
-    import importlib
-
-    try:  # the core loader checks the build against this interpreter first
-        mod, why = importlib.import_module("heapwatch.agent.core").load_native()
-    except ImportError:
-        if os.environ.get("HEAPWATCH_NO_NATIVE", "").strip() not in ("", "0"):
-            return None, "HEAPWATCH_NO_NATIVE is set"
-        try:
-            mod, why = importlib.import_module("heapwatch._native"), None
-        except ImportError as exc:
-            return None, f"heapwatch._native did not load ({type(exc).__name__})"
+    info = core.info()
+    mod = core.load_native()[0] if info.name == "native" else None
     if mod is None:
-        return None, why
+        return None, info.fallback
     if not hasattr(mod, "sampler_start"):
         return None, "heapwatch._native has no sampler"
     if sys.version_info >= (3, 14):

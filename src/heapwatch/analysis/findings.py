@@ -223,6 +223,8 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
             "pause_max_s": round(max(pauses), 4) if pauses else None,
             "errors": errors[:20],
             "stopped": (run.meta.get("agent_stopped") or {}).get("reason"),
+            "core": (agent_meta or {}).get("core"),
+            "core_fallback": (agent_meta or {}).get("core_fallback"),
         },
         phases=phase_info,
         phases_derived=derived,

@@ -34,6 +34,7 @@ from heapwatch.analysis.projection import (
 )
 from heapwatch.model import REPORT_SCHEMA, Finding
 from heapwatch.report import charts
+from heapwatch.report.summary import core_text
 from heapwatch.units import fmt_bytes
 
 __all__ = ["CGROUP_ROOT", "MIN_TREND_SNAPSHOTS", "Projection", "cgroup_memory_limit",
@@ -375,6 +376,9 @@ def _agent(a: Analysis) -> str:
                               f"max {_ms(ag.get('pause_max_s'))}")),
         ("allocation sites", _e(tr.get("summary") or tr.get("mode", "?"))),
     ]
+    core = core_text(ag)
+    if core is not None:
+        rows.append(("core", _e(core)))
     if ag.get("checked_in") is False:
         rows.append(("agent", "never checked in: only process figures were recorded"))
     if ag.get("stopped"):

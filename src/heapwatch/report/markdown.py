@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from heapwatch.analysis import Analysis
+from heapwatch.report.summary import core_text
 
 
 def _cell(text: object) -> str:
@@ -38,6 +39,9 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
     if a.agent.get("pause_median_s") is not None:
         out.append(f"- agent pause per snapshot: median {a.agent['pause_median_s'] * 1000:.1f} ms,"
                    f" max {a.agent['pause_max_s'] * 1000:.1f} ms")
+    core = core_text(a.agent)
+    if core is not None:
+        out.append(f"- agent core: {_cell(core)}")
     for note in a.notes:
         out.append(f"- note: {_cell(note)}")
     out.append("")
