@@ -367,6 +367,10 @@ def main() -> int:
                    "Python load generator) with each tool; --seconds of load per run [20]")
     p.add_argument("--service-only", default="",
                    help="comma-separated service variants: " + ",".join(SERVICE_VARIANTS))
+    p.add_argument("--sweep", action="store_true",
+                   help="instead: the native sampler alone, in this process, at several mean "
+                   "intervals: CPU per request of handle() and the error of a 100 MB site's "
+                   "estimate (the numbers behind the default interval)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--load", default="", help=argparse.SUPPRESS)
     # child side
@@ -384,6 +388,8 @@ def main() -> int:
         return python_load(args.load, args.seconds)
     if args.service:
         return service_bench(args)
+    if args.sweep:
+        return sweep(args)
     if args.profile and not args.py_spy:
         sys.exit("--profile needs py-spy (pip install py-spy, or --py-spy PATH)")
 
@@ -496,6 +502,82 @@ def main() -> int:
                   f"{res['per_1k']:.1f} ms/1k): {what} ==")
             print(spy_summary(raw))
     shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+# -- the sampler's own cost and accuracy, by mean interval ------------------------------------
+SWEEP_INTERVALS = (0, 1 << 48, 1024, 16 << 10, 64 << 10, 256 << 10, 512 << 10, 1 << 20, 4 << 20)
+
+
+def _big_site(n: int) -> list[bytearray]:
+    return [bytearray(1100) for _ in range(n)]  # the 100 MB site of the sweep
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """In this process: handle() with no hook (0), the hook that never samples (2^48), and
+    the sampler at each mean interval (16 frames), interleaved rounds of process CPU time;
+    then, per interval, 5 estimates of a ~115 MB site against tracemalloc's exact figure."""
+    import tracemalloc
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "src"))
+    from heapwatch.agent import sites
+
+    mod, why = sites._native()
+    if mod is None:
+        sys.exit(f"no native sampler here: {why}")
+    n = 20_000
+    t0 = time.process_time()
+    for i in range(n):
+        handle(i, False)
+    n = max(2000, int(n * 1.0 / max(1e-3, time.process_time() - t0)))  # ~1 s of CPU
+    rounds = max(3, 2 * args.repeat + 1)
+    cpu: dict[int, list[float]] = {t: [] for t in SWEEP_INTERVALS}
+    samples: dict[int, list[float]] = {t: [] for t in SWEEP_INTERVALS}
+    for r in range(rounds):
+        order = SWEEP_INTERVALS[r % len(SWEEP_INTERVALS):] + SWEEP_INTERVALS[:r % len(SWEEP_INTERVALS)]
+        for t in order:
+            if t:
+                mod.sampler_start(interval=float(t), depth=16)
+            c0 = time.process_time()
+            for i in range(n):
+                handle(i, False)
+            c1 = time.process_time()
+            if t:
+                samples[t].append(mod.sampler_stats()["samples"] / (c1 - c0))
+                mod.sampler_stop()
+            cpu[t].append(1e6 * (c1 - c0) / n)
+    base = statistics.median(cpu[0])
+    line = HERE, _big_site.__code__.co_firstlineno + 1
+    tracemalloc.start(1)
+    keep = _big_site(100_000)
+    exact = sum(st.size for st in tracemalloc.take_snapshot().statistics("lineno")
+                if (st.traceback[0].filename, st.traceback[0].lineno) == line)
+    tracemalloc.stop()
+    del keep
+    print(f"handle() x {n:,} per run, {rounds} interleaved rounds, CPU time; a {exact / 2**20:.0f} "
+          f"MiB site (100k blocks of ~1.1 KiB) estimated 5 times per interval. "
+          f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    print("\n| mean interval | CPU us/request | x no hook | samples/s of CPU | 100 MB site: "
+          "median estimate / exact (min-max of 5) |")
+    print("|---|---|---|---|---|")
+    for t in SWEEP_INTERVALS:
+        med = statistics.median(cpu[t])
+        label = "no hook" if t == 0 else "hook, never samples" if t == 1 << 48 else \
+            f"{t // 1024} KiB" if t < 1 << 20 else f"{t >> 20} MiB"
+        acc = "-"
+        if 0 < t < 1 << 48:
+            ratios = []
+            for _ in range(5):
+                mod.sampler_start(interval=float(t), depth=16)
+                keep = _big_site(100_000)
+                rows, _ = mod.sampler_drain()
+                est = sum(r[2] for r in rows if r[0] and r[0][0] == line)
+                mod.sampler_stop()
+                del keep
+                ratios.append(est / exact)
+            acc = f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+        rate = f"{statistics.median(samples[t]):,.0f}" if samples[t] else "-"
+        print(f"| {label} | {med:.2f} | {med / base:.3f} | {rate} | {acc} |")
     return 0
 
 
@@ -671,10 +753,11 @@ def service_bench(args: argparse.Namespace) -> int:
     load0 = os.getloadavg()[0]
     gen = "wrk -t1 -c8" if shutil.which("wrk") else "python, 8 connections"
     print(f"uvicorn + starlette on 127.0.0.1, load: {gen}, "
-          f"{seconds:g} s per run after 3 s of warm-up, {args.repeat} interleaved rounds; "
+          f"{seconds:g} s per run after 3 s of warm-up, {args.repeat} interleaved rounds "
+          f"(each starting one variant later); "
           f"Python {platform.python_version()}, load average {load0:.1f}", flush=True)
     for r in range(args.repeat):
-        for k in keys:
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:  # each round starts elsewhere
             res = service_once(k, seconds, 3.0, tmp)
             runs[k].append(res)
             print(f"  round {r + 1} {k:12s} {res['requests']:8.0f} req  "

@@ -22,7 +22,7 @@ typedef struct hw_stack {
 } hw_stack;
 
 typedef struct {
-    uintptr_t ptr; /* 0: empty slot */
+    uintptr_t ptr; /* 0: empty slot (a copy of the key, for the table's walks) */
     size_t size;
     double inv_p;  /* 1 / P(sampled) = 1 / (1 - exp(-size / T)) at the time */
     hw_stack *stack;
@@ -32,7 +32,6 @@ typedef struct {
     PyMemAllocatorEx orig; /* the allocator it replaced */
     PyMemAllocatorDomain domain;
     int installed;         /* somewhere in the domain's chain */
-    uint64_t calls;        /* mallocs seen: proves it is still in the chain */
 } hw_domain;
 
 static hw_domain g_dom[2] = {
@@ -47,6 +46,7 @@ static struct {
     size_t max_samples;
     int64_t countdown; /* bytes left until the next sample */
     uint64_t rng;
+    uintptr_t *keys; /* the live table's keys alone: a free probes only these */
     hw_entry *live;
     size_t live_cap; /* power of two */
     size_t live_count;
@@ -101,72 +101,84 @@ live_grow(void)
     while (((size_t)1 << bits) < cap) {
         bits++;
     }
+    uintptr_t *k = calloc(cap, sizeof(uintptr_t));
     hw_entry *t = calloc(cap, sizeof(hw_entry));
-    if (t == NULL) {
+    if (k == NULL || t == NULL) {
+        free(k);
+        free(t);
         return 0;
     }
     hw_entry *old = S.live;
+    uintptr_t *old_keys = S.keys;
     size_t old_cap = S.live_cap;
+    S.keys = k;
     S.live = t;
     S.live_cap = cap;
     S.live_shift = 64 - bits;
     for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].ptr) {
-            size_t j = slot_of(old[i].ptr);
-            while (t[j].ptr) {
+        if (old_keys[i]) {
+            size_t j = slot_of(old_keys[i]);
+            while (k[j]) {
                 j = (j + 1) & (cap - 1);
             }
+            k[j] = old_keys[i];
             t[j] = old[i];
         }
     }
     free(old);
+    free(old_keys);
     return 1;
 }
 
-static hw_entry *
+/* The slot of ``ptr`` in the live table, or -1. */
+static inline Py_ssize_t
 live_find(uintptr_t ptr)
 {
-    if (S.live_count == 0) {
-        return NULL;
-    }
     size_t mask = S.live_cap - 1;
     for (size_t i = slot_of(ptr);; i = (i + 1) & mask) {
-        if (S.live[i].ptr == ptr) {
-            return &S.live[i];
+        uintptr_t k = S.keys[i];
+        if (k == ptr) {
+            return (Py_ssize_t)i;
         }
-        if (S.live[i].ptr == 0) {
-            return NULL;
+        if (k == 0) {
+            return -1;
         }
     }
 }
 
 static void
-live_remove(uintptr_t ptr)
+live_remove_at(size_t i)
 {
-    hw_entry *e = live_find(ptr);
-    if (e == NULL) {
-        return;
-    }
     size_t mask = S.live_cap - 1;
-    size_t i = (size_t)(e - S.live);
-    e->stack->live--;
+    S.live[i].stack->live--;
     S.live_count--;
     /* backward shift: pull later entries of the probe run into the hole */
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (S.live[j].ptr == 0) {
+        if (S.keys[j] == 0) {
             break;
         }
-        size_t home = slot_of(S.live[j].ptr);
+        size_t home = slot_of(S.keys[j]);
         /* move j to i when home is not cyclically in (i, j] */
         if (((j - home) & mask) >= ((j - i) & mask)) {
+            S.keys[i] = S.keys[j];
             S.live[i] = S.live[j];
             i = j;
         }
     }
+    S.keys[i] = 0;
     S.live[i].ptr = 0;
     S.live[i].stack = NULL;
+}
+
+static inline void
+live_remove(uintptr_t ptr)
+{
+    Py_ssize_t i = live_find(ptr);
+    if (i >= 0) {
+        live_remove_at((size_t)i);
+    }
 }
 
 static int
@@ -177,13 +189,14 @@ live_insert(uintptr_t ptr, size_t size, double inv_p, hw_stack *st)
     }
     size_t mask = S.live_cap - 1;
     size_t i = slot_of(ptr);
-    while (S.live[i].ptr && S.live[i].ptr != ptr) {
+    while (S.keys[i] && S.keys[i] != ptr) {
         i = (i + 1) & mask;
     }
-    if (S.live[i].ptr == ptr) { /* a free that was not seen: replace it */
+    if (S.keys[i] == ptr) { /* a free that was not seen: replace it */
         S.live[i].stack->live--;
         S.live_count--;
     }
+    S.keys[i] = ptr;
     S.live[i].ptr = ptr;
     S.live[i].size = size;
     S.live[i].inv_p = inv_p;
@@ -315,9 +328,10 @@ static void
 clear_live(void)
 {
     for (size_t i = 0; i < S.live_cap; i++) {
-        if (S.live[i].ptr) {
+        if (S.keys[i]) {
             S.live[i].stack->live--;
             S.live[i].ptr = 0;
+            S.keys[i] = 0;
         }
     }
     S.live_count = 0;
@@ -327,6 +341,10 @@ clear_live(void)
 static void
 sample(void *ptr, size_t size)
 {
+    if (!S.enabled) {
+        S.countdown = INT64_MAX; /* off: the hot path's test fails for ~2^63 bytes */
+        return;
+    }
     S.countdown = draw_countdown();
     if (tl_busy || tl_ignore) {
         return;
@@ -360,8 +378,7 @@ hw_malloc(void *ctx, size_t size)
 {
     hw_domain *d = (hw_domain *)ctx;
     void *p = d->orig.malloc(d->orig.ctx, size);
-    d->calls++;
-    if (S.enabled && p != NULL && (S.countdown -= (int64_t)size) <= 0) {
+    if ((S.countdown -= (int64_t)size) <= 0 && p != NULL) { /* never while disabled */
         sample(p, size);
     }
     return p;
@@ -372,8 +389,7 @@ hw_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     hw_domain *d = (hw_domain *)ctx;
     void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
-    d->calls++;
-    if (S.enabled && p != NULL) {
+    if (p != NULL) {
         size_t size = nelem * elsize; /* the allocator refused an overflow already */
         if ((S.countdown -= (int64_t)size) <= 0) {
             sample(p, size);
@@ -387,14 +403,13 @@ hw_realloc(void *ctx, void *ptr, size_t size)
 {
     hw_domain *d = (hw_domain *)ctx;
     void *p = d->orig.realloc(d->orig.ctx, ptr, size);
-    d->calls++;
     if (p == NULL) {
         return NULL; /* the old block is still live and still tracked */
     }
     if (ptr != NULL && S.live_count) {
         live_remove((uintptr_t)ptr);
     }
-    if (S.enabled && (S.countdown -= (int64_t)size) <= 0) {
+    if ((S.countdown -= (int64_t)size) <= 0) {
         sample(p, size);
     }
     return p;
@@ -439,9 +454,10 @@ still_chained(hw_domain *d)
     if (is_top(d)) {
         return 1;
     }
-    uint64_t before = d->calls;
+    /* an 8-byte allocation through the domain moves the countdown if it passes the hook */
+    int64_t before = S.countdown;
     void *p = d->domain == PYMEM_DOMAIN_OBJ ? PyObject_Malloc(8) : PyMem_Malloc(8);
-    int seen = d->calls != before;
+    int seen = S.countdown != before;
     if (d->domain == PYMEM_DOMAIN_OBJ) {
         PyObject_Free(p);
     }
@@ -479,7 +495,9 @@ atfork_child(void)
      * (references are dropped later, under the GIL, by the next start or drain). */
     S.enabled = 0;
     free(S.live);
+    free(S.keys);
     S.live = NULL;
+    S.keys = NULL;
     S.live_cap = 0;
     S.live_count = 0;
     for (size_t i = 0; i < S.nbuckets; i++) {
@@ -641,7 +659,7 @@ py_drain(PyObject *self, PyObject *unused)
     }
     for (size_t i = 0; i < S.live_cap; i++) {
         hw_entry *e = &S.live[i];
-        if (e->ptr) {
+        if (S.keys[i]) {
             hw_stack *s = e->stack;
             if (s->acc_n == 0) {
                 nlive_stacks++;
@@ -716,7 +734,8 @@ py_lookup(PyObject *self, PyObject *seq)
     for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
         PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
         uintptr_t ptr = (uintptr_t)o - hw_preheader_size(o);
-        hw_entry *e = S.enabled ? live_find(ptr) : NULL;
+        Py_ssize_t slot = S.enabled && S.live_count ? live_find(ptr) : -1;
+        hw_entry *e = slot >= 0 ? &S.live[slot] : NULL;
         PyObject *v;
         if (e != NULL) {
             hw_stack *s = e->stack;
