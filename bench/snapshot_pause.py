@@ -148,10 +148,11 @@ class Row:
         return max(self.times) * 1e3
 
 
-def timed(fn: Callable[[], Any], n: int) -> list[float]:
+def timed(fn: Callable[[], Any], n: int, collect: bool = True) -> list[float]:
     """``n`` timed calls of ``fn`` (its result dropped inside the timing); gc.collect() once
-    before the batch."""
-    gc.collect()
+    before the batch (unless ``collect`` is false)."""
+    if collect:
+        gc.collect()
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -174,11 +175,12 @@ def timed_gil(fn: Callable[[], Any], n: int) -> tuple[list[float], float]:
             gaps.append(now - last)
             last = now
 
+    gc.collect()  # before the ticker starts: a full collection is not the census's hold
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
     time.sleep(0.01)
     try:
-        times = timed(fn, n)
+        times = timed(fn, n, collect=False)
     finally:
         stop.set()
         ticker.join()

@@ -137,3 +137,38 @@ def test_a_growing_container_without_a_path_is_sampled(census_core: str, tmp_pat
     sampled = [i for s in run.snapshots for i in s.items if i.key == key]
     assert sampled, "the growing container was never sampled"
     assert all(i.item_type.endswith("Row") for i in sampled)
+
+
+def test_a_growing_container_on_a_thread_stack_is_sampled_between_walks(
+        census_core: str, tmp_path: Any) -> None:
+    """Named through a thread's stack (a path that cannot be followed again), it is found
+    by id at the snapshots without an owner-path walk: the census hands it back."""
+    import threading
+
+    grow, grown, done = threading.Semaphore(0), threading.Semaphore(0), threading.Event()
+
+    def poller() -> None:
+        seen: list[Row] = [Row() for _ in range(20)]
+        while not done.is_set():
+            if grow.acquire(timeout=0.05):
+                seen.extend(Row() for _ in range(10))
+                grown.release()
+        seen.clear()
+
+    thread = threading.Thread(target=poller, name="poller", daemon=True)
+    thread.start()
+    agent = make_agent(tmp_path)
+    agent.start()  # snapshots 1-3 walk the owner paths, 4 and 5 do not
+    try:
+        for _ in range(6):
+            grow.release()
+            assert grown.acquire(timeout=10)
+            agent.snapshot()
+    finally:
+        agent.stop()
+        done.set()
+        thread.join(10)
+    run = open_run(str(tmp_path))
+    between = {s.seq for s in run.snapshots for i in s.items if i.key.startswith("<thread poller>")
+               and s.seq in (4, 5)}
+    assert between, "the thread's container was not sampled when no walk ran"

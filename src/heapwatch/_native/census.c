@@ -51,6 +51,7 @@ typedef struct {
     id_set exclude, want;
     Py_ssize_t floor;
     Py_ssize_t total;
+    type_slot *last; /* the previous object's slot: neighbours in gc lists often share a type */
     int nomem;
 } census_state;
 
@@ -163,6 +164,7 @@ grow_types(census_state *st)
     }
     st->slots = slots;
     st->mask = size - 1;
+    st->last = NULL; /* it pointed into the old table */
     return 0;
 }
 
@@ -230,10 +232,14 @@ static int
 visit(PyObject *op, void *arg)
 {
     census_state *st = (census_state *)arg;
-    type_slot *slot = slot_for(st, Py_TYPE(op));
-    if (slot == NULL) {
-        st->nomem = 1;
-        return 0;
+    type_slot *slot = st->last;
+    if (slot == NULL || slot->type != Py_TYPE(op)) {
+        slot = slot_for(st, Py_TYPE(op));
+        if (slot == NULL) {
+            st->nomem = 1;
+            return 0;
+        }
+        st->last = slot;
     }
     slot->count++;
     st->total++;

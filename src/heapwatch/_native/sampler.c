@@ -763,13 +763,17 @@ py_stats(PyObject *self, PyObject *unused)
     return stats_dict(-1.0, -1.0);
 }
 
-/* after_fork_child (GIL held, in the child): drop the references the fork left. */
+/* after_fork_child (GIL held, in the child): drop the references the fork left (only
+ * those: an agent started by an earlier after-fork hook may already be sampling). */
 static void
 after_fork_child(void)
 {
+    hw_stack *left = S.pending;
+    S.pending = NULL;
+    int busy = tl_busy;
     tl_busy = 1;
-    release_stacks(collect_dead(1));
-    tl_busy = 0;
+    release_stacks(left);
+    tl_busy = busy;
 }
 
 /* fini (GIL held, module freed): unhook where it is the top of the chain; elsewhere it

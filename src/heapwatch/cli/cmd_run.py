@@ -7,8 +7,10 @@
                 --phase peak=1m:"python load.py --rps 500" -- python -m mysvc
 
 The agent starts inside the Python interpreter of the command (through a bootstrap on
-PYTHONPATH), takes a snapshot every --interval, and the run ends when the command exits,
-after --duration, or on Ctrl-C; then report.json and report.md are written to --out.
+PYTHONPATH), and in its child processes (--children: a forked worker gets a fresh agent,
+an exec'd Python child the bootstrap), takes a snapshot every --interval, and the run
+ends when the command exits, after --duration, or on Ctrl-C; then report.json and
+report.md are written to --out.
 The command's stdin, stdout, stderr and exit code pass through (an end by --duration
 exits 0, Ctrl-C 130). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds.
 """
@@ -19,7 +21,15 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DEFAULT_TRACE, DURATION, TRACE_DEPTH_HELP, TRACE_HELP, TRACE_MODES, execute
+from heapwatch.cli.options import (
+    DEFAULT_TRACE,
+    DURATION,
+    TRACE_DEPTH_HELP,
+    TRACE_HELP,
+    TRACE_MODES,
+    children_option,
+    execute,
+)
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
@@ -36,7 +46,9 @@ from heapwatch.cli.options import DEFAULT_TRACE, DURATION, TRACE_DEPTH_HELP, TRA
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]",
               help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
                    "generator) runs during it; the command is stopped after the last one.")
+@children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, out: str | None, trace: str,
-            trace_depth: int | None, phases: tuple[str, ...], cmd: tuple[str, ...]) -> None:
-    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases))
+            trace_depth: int | None, phases: tuple[str, ...], children: str,
+            cmd: tuple[str, ...]) -> None:
+    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, children))

@@ -22,7 +22,14 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DEFAULT_TRACE, DURATION, TRACE_DEPTH_HELP, TRACE_HELP, TRACE_MODES
+from heapwatch.cli.options import (
+    DEFAULT_TRACE,
+    DURATION,
+    TRACE_DEPTH_HELP,
+    TRACE_HELP,
+    TRACE_MODES,
+    children_option,
+)
 
 
 @click.command("soak", help=__doc__)
@@ -41,11 +48,13 @@ from heapwatch.cli.options import DEFAULT_TRACE, DURATION, TRACE_DEPTH_HELP, TRA
 @click.option("--ignore", "ignores", multiple=True, metavar="PATTERN")
 @click.option("--junit", type=click.Path(dir_okay=False), default=None)
 @click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None)
+@children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], fail_on: str,
             budgets: tuple[str, ...], min_window: float, ignores: tuple[str, ...],
-            junit: str | None, history_path: str | None, cmd: tuple[str, ...]) -> None:
+            junit: str | None, history_path: str | None, children: str,
+            cmd: tuple[str, ...]) -> None:
     from heapwatch import history, soak
     from heapwatch.analysis.budgets import parse_budget
     from heapwatch.cli.options import finish, record
@@ -59,7 +68,8 @@ def command(interval: float, duration: float | None, out: str | None, trace: str
 
         raise UsageError("--fail-on new needs --history FILE to know what is new")
     patterns = list(ignores) + soak.config_ignores(os.getcwd())
-    result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases)
+    result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases,
+                              children)
     outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window)
     finish(analysis)
     if junit:

@@ -35,14 +35,26 @@ TRACE_HELP = ("Allocation sites: sample (the default) samples about one block pe
 TRACE_DEPTH_HELP = ("Frames kept per sampled or traced allocation [default: 16 with sample, "
                     "5 with auto, 1 with on].")
 
+CHILDREN_HELP = ("Which child processes get an agent of their own: all (forked and exec'd "
+                 "Python children), fork (forked ones only) or none; the others are "
+                 "recorded from outside (RSS, fds, threads).")
+
+
+def children_option(f: Any) -> Any:
+    """``--children all|fork|none`` for the commands that run a target."""
+    return click.option("--children", type=click.Choice(["all", "fork", "none"]),
+                        default="all", show_default=True, help=CHILDREN_HELP)(f)
+
 
 def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
-            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()) -> int:
+            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
+            children: str = "all") -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch."""
     from heapwatch import launch
 
-    result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs)
+    result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs,
+                              children)
     finish(analysis)
     return launch.exit_status(result)
 
@@ -59,8 +71,8 @@ def finish(analysis: Any) -> dict[str, str]:
 
 
 def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
-           trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()
-           ) -> tuple[Any, Any]:
+           trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
+           children: str = "all") -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
     import os
 
@@ -90,7 +102,8 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
     click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
                + (f" for {format_duration(duration)}" if duration else ""), err=True)
     result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
-                        status=status if tty else None, notice=notice, phases=phases)
+                        status=status if tty else None, notice=notice, phases=phases,
+                        children=children)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     return result, analyze_run(run_dir)
