@@ -26,7 +26,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DEFAULT_TRACE, DURATION, TRACE_DEPTH_HELP, TRACE_HELP, TRACE_MODES
+from heapwatch.cli.options import DURATION, trace_options
 
 
 @click.command("attach", help=__doc__)
@@ -37,10 +37,7 @@ from heapwatch.cli.options import DEFAULT_TRACE, DURATION, TRACE_DEPTH_HELP, TRA
               help="Time between snapshots.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: reports/<name>-<time>).")
-@click.option("--trace", type=click.Choice(TRACE_MODES), default=DEFAULT_TRACE,
-              show_default=True, help=TRACE_HELP)
-@click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
-              help=TRACE_DEPTH_HELP)
+@trace_options
 @click.option("--method", type=click.Choice(["auto", "remote-exec", "lldb", "gdb"]),
               default="auto", show_default=True,
               help="How to get in: auto is remote-exec on 3.14+ (lldb when the main thread "

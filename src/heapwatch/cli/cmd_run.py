@@ -21,15 +21,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import (
-    DEFAULT_TRACE,
-    DURATION,
-    TRACE_DEPTH_HELP,
-    TRACE_HELP,
-    TRACE_MODES,
-    children_option,
-    execute,
-)
+from heapwatch.cli.options import DURATION, children_option, execute, trace_options
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
@@ -39,10 +31,7 @@ from heapwatch.cli.options import (
               help="Stop the command after this long (default: wait for it to exit).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: reports/<name>-<time>).")
-@click.option("--trace", type=click.Choice(TRACE_MODES), default=DEFAULT_TRACE,
-              show_default=True, help=TRACE_HELP)
-@click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
-              help=TRACE_DEPTH_HELP)
+@trace_options
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]",
               help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
                    "generator) runs during it; the command is stopped after the last one.")

@@ -22,24 +22,14 @@ import sys
 
 import click
 
-from heapwatch.cli.options import (
-    DEFAULT_TRACE,
-    DURATION,
-    TRACE_DEPTH_HELP,
-    TRACE_HELP,
-    TRACE_MODES,
-    children_option,
-)
+from heapwatch.cli.options import DURATION, children_option, trace_options
 
 
 @click.command("soak", help=__doc__)
 @click.option("--interval", type=DURATION, default="5s", show_default=True)
 @click.option("--duration", type=DURATION, default=None)
 @click.option("--out", type=click.Path(file_okay=False), default=None)
-@click.option("--trace", type=click.Choice(TRACE_MODES), default=DEFAULT_TRACE,
-              show_default=True, help=TRACE_HELP)
-@click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
-              help=TRACE_DEPTH_HELP)
+@trace_options
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]")
 @click.option("--fail-on", "fail_on", default="leak,budget", show_default=True)
 @click.option("--budget", "budgets", multiple=True, metavar="SPEC")
