@@ -297,3 +297,23 @@ def test_start_again_while_running_forgets_old_samples(sampler: Any) -> None:
     rows, _ = sampler.sampler_drain()
     assert site_bytes(rows, line_of("# BIG-SITE")) > 2e6
     del keep, keep2
+
+
+def test_split_frames_names_the_users_line_and_the_library_frame() -> None:
+    import json as _json
+    import sysconfig
+
+    stdlib = _json.__file__
+    pkg = os.path.join(sysconfig.get_paths()["purelib"], "somelib", "core.py")
+    user = "/srv/app/handlers.py"
+    own = sites.__file__
+    # allocated in the user's code: no alloc_site
+    assert sites.split_frames([(user, 10), (stdlib, 5)]) == (f"{user}:10", None)
+    # inside the stdlib, called through an installed package from the user's line
+    assert sites.split_frames([(stdlib, 5), (pkg, 7), (user, 10)]) == (f"{stdlib}:5",
+                                                                          f"{user}:10")
+    # inside a package only (no user frame in reach): the package's frame names it
+    assert sites.split_frames([(stdlib, 5), (pkg, 7)]) == (f"{stdlib}:5", f"{pkg}:7")
+    # anything that passes through heapwatch is heapwatch's own allocation
+    assert sites.split_frames([(user, 1), (own, 3), (user, 10)]) == (f"{own}:3", None)
+    assert sites.split_frames([]) == (None, None)
