@@ -317,3 +317,14 @@ def test_split_frames_names_the_users_line_and_the_library_frame() -> None:
     # anything that passes through heapwatch is heapwatch's own allocation
     assert sites.split_frames([(user, 1), (own, 3), (user, 10)]) == (f"{own}:3", None)
     assert sites.split_frames([]) == (None, None)
+
+
+@needs_sampler
+def test_storage_names_where_a_container_grows(sampler: Any) -> None:
+    sampler.sampler_start(interval=1.0, depth=4)
+    table: dict[int, float] = {}
+    for i in range(5000):
+        table[i] = i * 0.5  # GROWS-HERE
+    found = sampler.sampler_storage(table)
+    assert found is not None and found[0] == (HERE, line_of("# GROWS-HERE"))
+    assert sampler.sampler_storage({}) is None  # the shared empty keys: never allocated

@@ -757,6 +757,45 @@ py_lookup(PyObject *self, PyObject *seq)
     return out;
 }
 
+/* The block that holds a container's items: a dict's keys object, a list's item array, a
+ * set's table (NULL when there is none, or it is inside the object). It is reallocated
+ * where the container grows, so its sample names the line that adds the items. */
+static void *
+storage_of(PyObject *o)
+{
+    if (PyDict_Check(o)) {
+        return (void *)((PyDictObject *)o)->ma_keys;
+    }
+    if (PyList_Check(o)) {
+        return (void *)((PyListObject *)o)->ob_item;
+    }
+    if (PyAnySet_Check(o)) {
+        PySetObject *so = (PySetObject *)o;
+        return so->table != so->smalltable ? (void *)so->table : NULL;
+    }
+    return NULL;
+}
+
+/* storage(container) -> frames or None: the sampled stack of the block holding its items. */
+static PyObject *
+py_storage(PyObject *self, PyObject *o)
+{
+    void *block = storage_of(o);
+    Py_ssize_t slot = block != NULL && S.enabled && S.live_count ? live_find((uintptr_t)block)
+                                                                 : -1;
+    if (slot < 0) {
+        Py_RETURN_NONE;
+    }
+    int busy = tl_busy;
+    tl_busy = 1;
+    hw_stack *s = S.live[slot].stack;
+    s->live++;
+    PyObject *v = frames_tuple(s);
+    s->live--;
+    tl_busy = busy;
+    return v;
+}
+
 static PyObject *
 py_stats(PyObject *self, PyObject *unused)
 {
@@ -805,6 +844,8 @@ static PyMethodDef sampler_methods[] = {
     {"sampler_lookup", py_lookup, METH_O,
      "The sampled stack of each object's memory block, or None."},
     {"sampler_stats", py_stats, METH_NOARGS, "The sampler's counters."},
+    {"sampler_storage", py_storage, METH_O,
+     "The sampled stack of the block holding a dict's, list's or set's items, or None."},
     {NULL, NULL, 0, NULL},
 };
 

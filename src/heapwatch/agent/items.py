@@ -11,7 +11,7 @@ from typing import Any
 
 from heapwatch.agent import core
 from heapwatch.agent.naming import type_name
-from heapwatch.agent.sites import is_own, object_sites, sampling
+from heapwatch.agent.sites import is_own, object_sites, sampling, storage_sites
 from heapwatch.model import ItemSample
 
 _ATOMIC = (type(None), bool, int, str, bytes)
@@ -93,7 +93,7 @@ def _item_type(item: Any, stem: str) -> str:
 def sample_items(key: str, obj: Any, k: int, stem: str, tracing: bool) -> list[ItemSample]:
     """Sample the ``k`` newest items of ``obj``; group them by (type, site)."""
     items = _newest(obj, _widen(k))
-    return _group(key, items, stem, tracing)
+    return _group(key, items, stem, tracing, storage_sites(obj) if sampling() else None)
 
 
 def sample_type(name: str, t: type, k: int, stem: str) -> list[ItemSample]:
@@ -104,6 +104,11 @@ def sample_type(name: str, t: type, k: int, stem: str) -> list[ItemSample]:
     items = [(o, None) for o in core.newest_of_type(t, _widen(k))]
     return _group("type:" + name, items, stem, True)
 
+
+#: Types CPython recycles through free lists: an object of these types often reuses a block
+#: first allocated elsewhere, so its sampled block names that other line (tracemalloc
+#: corrects this on reuse; a sampler sees no reuse).
+_RECYCLED = (float, tuple, list, dict)
 
 #: Items looked at while the sampler runs: about one block in T/size is sampled, so the
 #: newest 256 are looked up in its live-sample table (a lookup costs ~0.1 us).
@@ -126,13 +131,18 @@ def _sites(items: list[tuple[Any, Any]]) -> list[tuple[str | None, str | None]]:
     return [_site_of(item) for item, _ in items]
 
 
-def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool) -> list[ItemSample]:
+def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool,
+           storage: tuple[str | None, str | None] | None = None) -> list[ItemSample]:
+    """Group items by (type, site). ``storage``, while sampling: where the container last
+    grew, the site of items of free-list types (their own samples are unreliable)."""
     try:
         groups: Counter[tuple[str, str | None, str | None]] = Counter()
         sizes: Counter[tuple[str, str | None, str | None]] = Counter()
         sized: Counter[tuple[str, str | None, str | None]] = Counter()
         found = _sites(items) if tracing else [(None, None)] * len(items)
         for (item, _), (site, user) in zip(items, found, strict=True):
+            if storage is not None and storage[0] is not None and type(item) in _RECYCLED:
+                site, user = storage
             if site is not None and is_own(site.rpartition(":")[0]):
                 continue  # the agent's own object (a type sample can catch one)
             g = (_item_type(item, stem), site, user)

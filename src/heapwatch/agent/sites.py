@@ -219,6 +219,16 @@ def lookup(objs: Sequence[object]) -> list[list[tuple[str, int]] | None]:
     return list(mod.sampler_lookup(objs))
 
 
+def storage_sites(container: object) -> tuple[str | None, str | None]:
+    """Where a dict, list or set last grew: the sampled stack of the block holding its
+    items (reallocated as it grows, large, so sampled at nearly every resize)."""
+    mod, _ = _native()
+    if mod is None or not _sampling:
+        return None, None
+    frames = mod.sampler_storage(container)
+    return split_frames(frames) if frames is not None else (None, None)
+
+
 def sampled_sites(top: int) -> tuple[dict[str, tuple[int, int]], int, dict[str, Any]]:
     """Top ``top`` allocation lines by estimated live bytes, ``{"file:line": (blocks,
     bytes)}``; the estimated live sampled heap outside heapwatch; the sampler's figures.
