@@ -22,16 +22,13 @@
 #define HW_LIST_JOB(name) &hw_job_##name,
 static const hw_job *const jobs[] = {HW_JOBS(HW_LIST_JOB) NULL};
 #undef HW_LIST_JOB
+#define NJOBS (sizeof(jobs) / sizeof(jobs[0]) - 1)
 
 static void
 each_fork_prepare(void)
 {
     /* reverse order, as locks are taken: the parent and child handlers release forward */
-    size_t n = 0;
-    while (jobs[n] != NULL) {
-        n++;
-    }
-    while (n-- > 0) {
+    for (size_t n = NJOBS; n-- > 0;) {
         if (jobs[n]->fork_prepare != NULL) {
             jobs[n]->fork_prepare();
         }
@@ -80,11 +77,7 @@ static PyMethodDef module_methods[] = {
 static void
 module_free(void *module)
 {
-    size_t n = 0;
-    while (jobs[n] != NULL) {
-        n++;
-    }
-    while (n-- > 0) {
+    for (size_t n = NJOBS; n-- > 0;) { /* teardown in reverse order of init */
         if (jobs[n]->fini != NULL) {
             jobs[n]->fini();
         }
