@@ -274,16 +274,16 @@ def test_agent_samples_by_default_and_names_the_leak_site(tmp_path: Any) -> None
     trace = rep["trace"]
     assert trace["mode"] == "sample" and trace["sample_interval"] == sites.DEFAULT_SAMPLE_INTERVAL
     assert "sampled" in trace["summary"] and trace["share"] == 1.0
-    first = rep["findings"][0]
-    assert first["path"].endswith("SESSIONS"), rep["findings"]
-    assert first["site"].endswith("leaky.py:11"), rep["findings"][:2]
+    found = [f for f in rep["findings"] if (f["path"] or "").endswith("SESSIONS")]
+    assert found, [(f["kind"], f["title"]) for f in rep["findings"]]
+    assert found[0]["site"].endswith("leaky.py:11"), found[0]
 
 
 def test_without_the_native_core_auto_runs(tmp_path: Any) -> None:
     rep = _run_leaky(tmp_path, {"HEAPWATCH_NO_NATIVE": "1"})
     assert rep["trace"]["mode"] == "auto"
     assert "HEAPWATCH_NO_NATIVE" in (rep["trace"]["fallback"] or "")
-    assert rep["findings"][0]["path"].endswith("SESSIONS")
+    assert any((f["path"] or "").endswith("SESSIONS") for f in rep["findings"])
 
 
 @needs_sampler
