@@ -184,6 +184,8 @@ Variant = tuple[str, str, str | None, str, bool, bool]
 VARIANTS: list[Variant] = [
     ("plain", "plain python", None, "steady", False, False),
     ("off", "heapwatch --trace off", "off", "steady", False, False),
+    ("sample-steady", "heapwatch --trace sample, steady", "sample", "steady", False, False),
+    ("sample-leak", "heapwatch --trace sample, small leak", "sample", "leak", False, False),
     ("auto-steady", "heapwatch --trace auto, steady", "auto", "steady", False, False),
     ("auto-leak", "heapwatch --trace auto, small leak", "auto", "leak", False, False),
     ("on", "heapwatch --trace on (depth 1)", "on", "steady", False, True),
@@ -429,6 +431,17 @@ def main() -> int:
                    "auto-steady@0.5) with py-spy and show where the agent thread's time goes")
     p.add_argument("--py-spy", dest="py_spy", default=shutil.which("py-spy"),
                    help="py-spy executable for --profile [py-spy on PATH]")
+    p.add_argument("--service", action="store_true",
+                   help="instead: a uvicorn + starlette service under HTTP load (wrk, or a "
+                   "Python load generator) with each tool; --seconds of load per run [20]")
+    p.add_argument("--service-only", default="",
+                   help="comma-separated service variants: " + ",".join(SERVICE_VARIANTS))
+    p.add_argument("--sweep", action="store_true",
+                   help="instead: the native sampler alone, in this process, at several mean "
+                   "intervals: CPU per request of handle() and the error of a 100 MB site's "
+                   "estimate (the numbers behind the default interval)")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--load", default="", help=argparse.SUPPRESS)
     # child side
     p.add_argument("--child", choices=("steady", "leak"), help=argparse.SUPPRESS)
     p.add_argument("--requests", type=int, default=0, help=argparse.SUPPRESS)
@@ -438,6 +451,14 @@ def main() -> int:
     args = p.parse_args()
     if args.child:
         return child(args)
+    if args.serve:
+        return serve(args)
+    if args.load:
+        return python_load(args.load, args.seconds)
+    if args.service:
+        return service_bench(args)
+    if args.sweep:
+        return sweep(args)
     if args.profile and not args.py_spy:
         sys.exit("--profile needs py-spy (pip install py-spy, or --py-spy PATH)")
 
@@ -558,6 +579,281 @@ def main() -> int:
                   f"{res['per_1k']:.1f} ms/1k): {what} ==")
             print(spy_summary(raw))
     shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+# -- the sampler's own cost and accuracy, by mean interval ------------------------------------
+SWEEP_INTERVALS = (0, 1 << 48, 1024, 16 << 10, 64 << 10, 256 << 10, 512 << 10, 1 << 20, 4 << 20)
+
+
+def _big_site(n: int) -> list[bytearray]:
+    return [bytearray(1100) for _ in range(n)]  # the 100 MB site of the sweep
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """In this process: handle() with no hook (0), the hook that never samples (2^48), and
+    the sampler at each mean interval (16 frames), interleaved rounds of process CPU time;
+    then, per interval, 5 estimates of a ~115 MB site against tracemalloc's exact figure."""
+    import tracemalloc
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "src"))
+    from heapwatch.agent import sites
+
+    mod, why = sites._native()
+    if mod is None:
+        sys.exit(f"no native sampler here: {why}")
+    n = 20_000
+    t0 = time.process_time()
+    for i in range(n):
+        handle(i, False)
+    n = max(2000, int(n * 1.0 / max(1e-3, time.process_time() - t0)))  # ~1 s of CPU
+    rounds = max(3, 2 * args.repeat + 1)
+    cpu: dict[int, list[float]] = {t: [] for t in SWEEP_INTERVALS}
+    samples: dict[int, list[float]] = {t: [] for t in SWEEP_INTERVALS}
+    for r in range(rounds):
+        order = SWEEP_INTERVALS[r % len(SWEEP_INTERVALS):] + SWEEP_INTERVALS[:r % len(SWEEP_INTERVALS)]
+        for t in order:
+            if t:
+                mod.sampler_start(interval=float(t), depth=16)
+            c0 = time.process_time()
+            for i in range(n):
+                handle(i, False)
+            c1 = time.process_time()
+            if t:
+                samples[t].append(mod.sampler_stats()["samples"] / (c1 - c0))
+                mod.sampler_stop()
+            cpu[t].append(1e6 * (c1 - c0) / n)
+    base = statistics.median(cpu[0])
+    line = HERE, _big_site.__code__.co_firstlineno + 1
+    tracemalloc.start(1)
+    keep = _big_site(100_000)
+    exact = sum(st.size for st in tracemalloc.take_snapshot().statistics("lineno")
+                if (st.traceback[0].filename, st.traceback[0].lineno) == line)
+    tracemalloc.stop()
+    del keep
+    print(f"handle() x {n:,} per run, {rounds} interleaved rounds, CPU time; a {exact / 2**20:.0f} "
+          f"MiB site (100k blocks of ~1.1 KiB) estimated 5 times per interval. "
+          f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    print("\n| mean interval | CPU us/request | x no hook | samples/s of CPU | 100 MB site: "
+          "median estimate / exact (min-max of 5) |")
+    print("|---|---|---|---|---|")
+    for t in SWEEP_INTERVALS:
+        med = statistics.median(cpu[t])
+        label = "no hook" if t == 0 else "hook, never samples" if t == 1 << 48 else \
+            f"{t // 1024} KiB" if t < 1 << 20 else f"{t >> 20} MiB"
+        acc = "-"
+        if 0 < t < 1 << 48:
+            ratios = []
+            for _ in range(5):
+                mod.sampler_start(interval=float(t), depth=16)
+                keep = _big_site(100_000)
+                rows, _ = mod.sampler_drain()
+                est = sum(r[2] for r in rows if r[0] and r[0][0] == line)
+                mod.sampler_stop()
+                del keep
+                ratios.append(est / exact)
+            acc = f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+        rate = f"{statistics.median(samples[t]):,.0f}" if samples[t] else "-"
+        print(f"| {label} | {med:.2f} | {med / base:.3f} | {rate} | {acc} |")
+    return 0
+
+
+# -- a real service under HTTP load -----------------------------------------------------------
+# uvicorn (one worker) serving a starlette app whose handler is handle() above; the load
+# comes from another process over 127.0.0.1 (wrk -t1 -c8 when installed, else a Python
+# generator with 8 connections). CPU per request = the server process's CPU time (all its
+# threads: the agent's, memray's) over the requests served during the measured window;
+# p99 = the load generator's 99th percentile latency.
+SERVICE_VARIANTS = {
+    "plain": "plain python",
+    "off": "heapwatch run --trace off",
+    "sample": "heapwatch run --trace sample",
+    "auto": "heapwatch run --trace auto",
+    "on": "heapwatch run --trace on",
+    "memray": "memray run",
+    "tracemalloc": "tracemalloc.start(1)",
+}
+
+
+def serve(args: argparse.Namespace) -> int:
+    """The service (child side): print ``ready PORT PID``, serve until SIGINT."""
+    import itertools
+    import socket
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start(args.tracemalloc)
+    counter = itertools.count()
+
+    async def checkout(request: Any) -> Any:
+        return JSONResponse({"size": handle(next(counter), False)})
+
+    app = Starlette(routes=[Route("/checkout", checkout)])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit TCP_NODELAY; without it each response (headers, then body)
+    # waits ~40 ms for the client's delayed ACK and the server idles at ~180 req/s.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(256)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    print("ready", sock.getsockname()[1], os.getpid(), flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def python_load(url: str, seconds: float) -> int:
+    """A load generator for machines without wrk: 8 keep-alive connections in threads;
+    prints one JSON line (requests, latencies' p50/p99 in ms)."""
+    import http.client
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    lat: list[float] = []
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+        mine = []
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            conn.request("GET", parts.path)
+            conn.getresponse().read()
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat.sort()
+    print(json.dumps({"requests": len(lat), "p50_ms": 1000 * lat[len(lat) // 2],
+                      "p99_ms": 1000 * lat[int(len(lat) * 0.99)]}), flush=True)
+    return 0
+
+
+def _wrk_ms(text: str) -> float:
+    num = float(text.rstrip("umsµ"))
+    return num / 1000 if text.endswith("us") else num * 1000 if text.endswith("s") and not \
+        text.endswith("ms") else num
+
+
+def run_load(url: str, seconds: float) -> dict[str, float]:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        proc = subprocess.run([sys.executable, HERE, "--load", url, "--seconds", str(seconds)],
+                              capture_output=True, text=True, timeout=seconds + 60, check=True)
+        return last_json(proc.stdout)
+    proc = subprocess.run([wrk, "-t1", "-c8", f"-d{seconds:g}s", "--latency", url],
+                          capture_output=True, text=True, timeout=seconds + 60, check=True)
+    out: dict[str, float] = {}
+    for line in proc.stdout.splitlines():
+        f = line.split()
+        if len(f) >= 2 and f[0] in ("50%", "99%"):
+            out["p50_ms" if f[0] == "50%" else "p99_ms"] = _wrk_ms(f[1])
+        elif "requests in" in line:
+            out["requests"] = float(f[0])
+        elif f and f[0] == "Non-2xx":
+            out["errors"] = float(f[-1])
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_once(key: str, seconds: float, warmup: float, tmp: str) -> dict[str, Any]:
+    import signal
+
+    serve_cmd = [sys.executable, HERE, "--serve"]
+    out_dir = os.path.join(tmp, f"{key}-{time.monotonic_ns()}")
+    if key in ("off", "sample", "auto", "on"):
+        cmd = [sys.executable, "-m", "heapwatch", "run", "--trace", key, "--out", out_dir,
+               "--", *serve_cmd]
+    elif key == "memray":
+        cmd = [sys.executable, "-m", "memray", "run", "--quiet", "--force", "-o",
+               out_dir + ".bin", HERE, "--serve"]
+    elif key == "tracemalloc":
+        cmd = [*serve_cmd, "--tracemalloc", "1"]
+    else:
+        cmd = serve_cmd
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("ready"):
+            raise RuntimeError(f"{key}: no ready line: {line!r} {proc.stderr.read()[-500:]!r}"
+                               if proc.stderr else key)
+        _, port, pid = line.split()
+        url = f"http://127.0.0.1:{port}/checkout"
+        run_load(url, warmup)
+        cpu0 = _cpu_s(int(pid))
+        res: dict[str, Any] = dict(run_load(url, seconds))
+        res["cpu_s"] = _cpu_s(int(pid)) - cpu0
+        res["cpu_per_req_us"] = 1e6 * res["cpu_s"] / max(1.0, res["requests"])
+        os.kill(int(pid), signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if key in ("off", "sample", "auto", "on"):
+        with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as f:
+            rep = json.load(f)
+        res["trace"] = (rep.get("trace") or {}).get("mode")
+        res["pause_max_ms"] = 1000 * ((rep.get("agent") or {}).get("pause_max_s") or 0)
+        res["share"] = (rep.get("trace") or {}).get("share")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    if os.path.exists(out_dir + ".bin"):
+        os.unlink(out_dir + ".bin")
+    return res
+
+
+def service_bench(args: argparse.Namespace) -> int:
+    seconds = 20.0 if args.seconds == 10.0 else args.seconds  # --seconds' own default is 10
+    only = [k for k in args.service_only.split(",") if k] or list(SERVICE_VARIANTS)
+    keys = ["plain", *[k for k in only if k != "plain"]]
+    tmp = tempfile.mkdtemp(prefix="heapwatch-service-bench-")
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+    load0 = os.getloadavg()[0]
+    gen = "wrk -t1 -c8" if shutil.which("wrk") else "python, 8 connections"
+    print(f"uvicorn + starlette on 127.0.0.1, load: {gen}, "
+          f"{seconds:g} s per run after 3 s of warm-up, {args.repeat} interleaved rounds "
+          f"(each starting one variant later); "
+          f"Python {platform.python_version()}, load average {load0:.1f}", flush=True)
+    for r in range(args.repeat):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:  # each round starts elsewhere
+            res = service_once(k, seconds, 3.0, tmp)
+            runs[k].append(res)
+            print(f"  round {r + 1} {k:12s} {res['requests']:8.0f} req  "
+                  f"{res['cpu_per_req_us']:7.1f} us CPU/req  p99 {res['p99_ms']:7.1f} ms"
+                  + (f"  (ran: {res['trace']}, max pause {res['pause_max_ms']:.0f} ms)"
+                     if "trace" in res else ""), flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain_cpu = statistics.median(x["cpu_per_req_us"] for x in runs["plain"])
+    plain_p99 = statistics.median(x["p99_ms"] for x in runs["plain"])
+    print("\n| variant | req/s | CPU per request | x plain | p99 latency | x plain |")
+    print("|---|---|---|---|---|---|")
+    for k in keys:
+        cpu = statistics.median(x["cpu_per_req_us"] for x in runs[k])
+        p99 = statistics.median(x["p99_ms"] for x in runs[k])
+        rps = statistics.median(x["requests"] for x in runs[k]) / seconds
+        print(f"| {SERVICE_VARIANTS[k]} | {rps:.0f} | {cpu:.0f} us | {cpu / plain_cpu:.2f} | "
+              f"{p99:.1f} ms | {p99 / plain_p99:.2f} |")
+    print(f"\nGoal for --trace sample: CPU per request <= 1.05x plain, p99 <= 1.2x plain. "
+          f"Load average {load0:.1f} -> {os.getloadavg()[0]:.1f}.")
     return 0
 
 

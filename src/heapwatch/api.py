@@ -28,7 +28,7 @@ from heapwatch.agent import current as _current_agent
 from heapwatch.agent.naming import main_stem
 from heapwatch.durations import parse_duration
 from heapwatch.errors import HeapwatchError
-from heapwatch.model import default_trace_depth
+from heapwatch.model import DEFAULT_TRACE, default_trace_depth
 from heapwatch.rundir import default_run_dir, prepare_run_dir
 from heapwatch.store import STORE_NAME
 
@@ -61,7 +61,7 @@ def run_meta(command: list[str], interval: float, trace: str, trace_depth: int,
 def start(
     out: str | None = None,
     interval: float | str = 5.0,
-    trace: str = "auto",
+    trace: str = DEFAULT_TRACE,
     trace_depth: int | None = None,
     metrics: str | None = None,
     retain: float | str | None = None,

@@ -24,8 +24,12 @@ from heapwatch.agent.sampler import Agent, AgentConfig
 from heapwatch.analysis import AnalysisParams, analyze
 from heapwatch.analysis.trend import TrendParams
 from heapwatch.errors import HeapwatchError
-from heapwatch.model import Finding
+from heapwatch.model import DEFAULT_TRACE, Finding
 from heapwatch.store import open_run
+
+#: A test's loop allocates little between snapshots: sample about every 4 KiB (the cost is
+#: the test's, not a production service's) so small leaked items are sited.
+LEAKCHECK_SAMPLE_INTERVAL = 4096
 
 KNOWN_CACHES = (
     "re._cache", "re._cache2", "re._*cache*", "typing.*", "linecache.*", "functools.*",
@@ -91,7 +95,8 @@ def check(fn: Callable[[], Any], iterations: int = 50, warmup: int = 5,
         raise HeapwatchError("leakcheck warmup must be 0 or more")
     tmp = tempfile.mkdtemp(prefix="heapwatch-leakcheck-")
     agent = Agent(AgentConfig(store=os.path.join(tmp, "run.sqlite"), interval=86400.0,
-                              trace="auto", trace_depth=10, floor=8, trace_window=3,
+                              trace=DEFAULT_TRACE, trace_depth=None,
+                              sample_interval=LEAKCHECK_SAMPLE_INTERVAL, floor=8, trace_window=3,
                               trace_cooldown=2, discover_every=10, max_containers=500))
     try:
         for _ in range(warmup):

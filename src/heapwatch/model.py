@@ -16,15 +16,20 @@ SCHEMA_VERSION = 2
 # Store versions this heapwatch can read: 1 (one process per run, no ``processes`` table).
 READABLE_SCHEMAS = (1, 2)
 REPORT_SCHEMA = "heapwatch.report/1"
-TRACE_MODES = ("auto", "on", "off")
+TRACE_MODES = ("sample", "auto", "on", "off")
+#: The default trace mode: ``sample`` (the native sampler), which the agent turns into
+#: ``auto`` where the native core is absent (and records why).
+DEFAULT_TRACE = "sample"
 
 
 def default_trace_depth(trace: str) -> int:
-    """Frames per traced allocation when not given: ``auto`` traces only short windows, so
-    it takes 5 frames (enough for a stdlib allocation such as asyncio.create_task to name
-    the user's line); ``on`` traces everything and keeps 1 (tracemalloc's cost grows with
-    depth: measured here, 10 frames made allocation 59-78x slower during a window)."""
-    return 5 if trace == "auto" else 1
+    """Frames per traced allocation when not given: ``sample`` reads 16 frames per sampled
+    block (cheap: only a sample pays, and library code can sit deep above the user's
+    line); ``auto`` traces only short windows, so it takes 5 frames (enough for a stdlib
+    allocation such as asyncio.create_task to name the user's line); ``on`` traces
+    everything and keeps 1 (tracemalloc's cost grows with depth: measured here, 10 frames
+    made allocation 59-78x slower during a window)."""
+    return {"sample": 16, "auto": 5}.get(trace, 1)
 
 
 @dataclass(frozen=True, slots=True)

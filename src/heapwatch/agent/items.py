@@ -13,10 +13,18 @@ from typing import Any
 from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.agent import core
 from heapwatch.agent.naming import type_name
-from heapwatch.agent.sites import is_library, is_own, object_sites, site_label
+from heapwatch.agent.sites import (
+    is_own,
+    object_frames,
+    object_sites,
+    sampling,
+    split_frames,
+    storage_sites,
+)
 from heapwatch.model import ItemSample
 
 _ATOMIC = (type(None), bool, int, str, bytes)
+_Group = tuple[str, str | None, str | None, bool]  # item type, site, user site, inferred
 
 
 def _newest(obj: Any, k: int) -> list[tuple[Any, Any]]:
@@ -45,7 +53,9 @@ def _site_of(item: Any) -> tuple[str | None, str | None, bool]:
     site, user = object_sites(item)
     if site is not None or isinstance(item, (*_ATOMIC, type)):
         return site, user, False
-    for ref in gc.get_referents(item):
+    # Containers first: an int or a str field often comes from elsewhere (a loop counter,
+    # parsed input), a dict or list field from the item's own constructor.
+    for ref in sorted(gc.get_referents(item), key=lambda r: isinstance(r, _ATOMIC)):
         if isinstance(ref, type):
             continue
         site, user = object_sites(ref)
@@ -75,28 +85,23 @@ def _init_lines(t: type) -> list[tuple[str, int, int]]:
     return out
 
 
-def _constructor_caller(t: type, field: Any) -> tuple[str, str | None] | None:
-    """Where ``t(...)`` was called, from the traceback of a field its constructor allocated:
-    the newest frame outside ``t``'s constructors, as (site, user site)."""
-    tb = tracemalloc.get_object_traceback(field)
-    if tb is None or len(tb) < 2:
+def _constructor_caller(t: type, field: Any) -> tuple[str | None, str | None] | None:
+    """Where ``t(...)`` was called, from the stack (traced or sampled) of a field its
+    constructor allocated: the newest frame outside ``t``'s constructors, as (site, user
+    site)."""
+    frames = object_frames(field)  # newest first
+    if frames is None or len(frames) < 2:
         return None
     inits = _init_lines(t)
-    frames = list(tb)  # oldest first
-    newest = frames[-1]
-    if not any(f == newest.filename and a <= newest.lineno <= b for f, a, b in inits):
+
+    def inside(fr: tuple[str, int]) -> bool:
+        return any(f == fr[0] and a <= fr[1] <= b for f, a, b in inits)
+
+    if not inside(frames[0]):
         return None
-    for fr in reversed(frames[:-1]):
-        if any(f == fr.filename and a <= fr.lineno <= b for f, a, b in inits):
-            continue
-        site = site_label(fr.filename, fr.lineno)
-        user = None
-        if is_library(fr.filename):
-            for up in reversed(frames[: frames.index(fr)]):
-                if not is_library(up.filename):
-                    user = site_label(up.filename, up.lineno)
-                    break
-        return site, user
+    for i in range(1, len(frames)):
+        if not inside(frames[i]):
+            return split_frames(frames[i:])
     return None
 
 
@@ -155,8 +160,8 @@ def _item_type(item: Any, stem: str) -> str:
 
 def sample_items(key: str, obj: Any, k: int, stem: str, tracing: bool) -> list[ItemSample]:
     """Sample the ``k`` newest items of ``obj``; group them by (type, site)."""
-    items = _newest(obj, k)
-    return _group(key, items, stem, tracing)
+    items = _newest(obj, _widen(k))
+    return _group(key, items, stem, tracing, storage_sites(obj) if sampling() else None)
 
 
 def sample_type(name: str, t: type, k: int, stem: str) -> list[ItemSample]:
@@ -164,28 +169,64 @@ def sample_type(name: str, t: type, k: int, stem: str) -> list[ItemSample]:
 
     Never from a list of ``gc.get_objects(0)`` held while this Python code runs: that list
     can hold a tuple another thread is still building (see census.py)."""
-    items = [(o, None) for o in core.newest_of_type(t, k)]
+    items = [(o, None) for o in core.newest_of_type(t, _widen(k))]
     return _group("type:" + name, items, stem, True)
 
 
-def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool) -> list[ItemSample]:
+#: Types CPython recycles through free lists: an object of these types often reuses a block
+#: first allocated elsewhere, so its sampled block names that other line (tracemalloc
+#: corrects this on reuse; a sampler sees no reuse).
+_RECYCLED = (float, tuple, list, dict)
+
+#: Items looked at while the sampler runs: about one block in T/size is sampled, so the
+#: newest 256 are looked up in its live-sample table (a lookup costs ~0.1 us).
+SAMPLED_ITEMS = 256
+
+
+def _widen(k: int) -> int:
+    return max(k, SAMPLED_ITEMS) if sampling() else k
+
+
+def _sites(items: list[tuple[Any, Any]]) -> list[tuple[str | None, str | None, bool]]:
+    """Each item's (site, user site, inferred), by the best evidence the batch has: the
+    items' own allocations (sampled or traced); else the lines that called their
+    constructors (read from a field the constructor allocated); else a dict's keys; else
+    the line of one of the items' fields, marked inferred."""
+    direct = [(*object_sites(item), False) for item, _ in items]
+    if any(s for s, _, _ in direct):
+        return direct
+    fields = [_site_of(item) for item, _ in items]
+    if any(s and not inferred for s, _, inferred in fields):
+        return fields
+    keys = [(*object_sites(fb), False) if fb is not None else (None, None, False)
+            for _, fb in items]
+    if any(s for s, _, _ in keys):
+        return keys
+    return fields
+
+
+def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool,
+           storage: tuple[str | None, str | None] | None = None) -> list[ItemSample]:
+    """Group items by (type, site). ``storage``, while sampling: where the container last
+    grew, the site of items of free-list types (their own samples are unreliable)."""
+    traced = tracemalloc.is_tracing()
     try:
-        groups: Counter[tuple[str, str | None, str | None, bool]] = Counter()
-        sizes: Counter[tuple[str, str | None, str | None, bool]] = Counter()
-        for item, fallback in items:
-            site, user, inferred = _site_of(item) if tracing else (None, None, False)
-            if site is None and tracing and fallback is not None:
-                site, user, inferred = _site_of(fallback)
+        groups: Counter[_Group] = Counter()
+        sizes: Counter[_Group] = Counter()
+        sized: Counter[_Group] = Counter()
+        found = _sites(items) if tracing else [(None, None, False)] * len(items)
+        for (item, _), (site, user, inferred) in zip(items, found, strict=True):
+            if storage is not None and storage[0] is not None and type(item) in _RECYCLED:
+                site, user, inferred = *storage, False
             if site is not None and is_own(site.rpartition(":")[0]):
                 continue  # the agent's own object (a type sample can catch one)
             g = (_item_type(item, stem), site, user, inferred)
             groups[g] += 1
-            # ids allocate under tracing: a smaller bound keeps a traced snapshot short
-            sizes[g] += deep_size(item, tracing, 400 if tracing else 2000)
-        return [
-            ItemSample(key, tname, n, site, user, sizes[(tname, site, user, inf)] // max(n, 1),
-                       inf)
-            for (tname, site, user, inf), n in groups.most_common()
-        ]
+            if sized[g] < 8:  # the mean size of a group from its first few items
+                sized[g] += 1
+                # ids allocate under tracemalloc: a smaller bound keeps a traced snapshot short
+                sizes[g] += deep_size(item, traced, 400 if traced else 2000)
+        return [ItemSample(key, g[0], n, g[1], g[2], sizes[g] // max(sized[g], 1), g[3])
+                for g, n in groups.most_common()]
     finally:
         del items

@@ -43,6 +43,7 @@ from heapwatch.agent import (
 from heapwatch.durations import check_seconds
 from heapwatch.errors import AgentError, UsageError
 from heapwatch.model import (
+    DEFAULT_TRACE,
     TRACE_MODES,
     ContainerStat,
     ItemSample,
@@ -50,8 +51,11 @@ from heapwatch.model import (
     ProcessInfo,
     ProcessStat,
     Snapshot,
+    default_trace_depth,
 )
 from heapwatch.store import Writer
+
+SITED_SAMPLES = 30  # sampled items with a site before a suspect counts as sited
 
 # Before a fork the agent's thread is stopped and the store connection closed (see
 # Agent.before_fork); a snapshot in flight gets this long to finish before the fork goes on.
@@ -64,8 +68,10 @@ class AgentConfig:
 
     store: str
     interval: float = 5.0
-    trace: str = "auto"
-    trace_depth: int = 1
+    trace: str = DEFAULT_TRACE
+    trace_depth: int | None = None  # None: default_trace_depth(trace)
+    sample_interval: int = sites.DEFAULT_SAMPLE_INTERVAL
+    sample_boost_interval: int = sites.BOOST_SAMPLE_INTERVAL
     trace_window: int = 3
     trace_cooldown: int = 10
     floor: int = 100
@@ -91,11 +97,21 @@ class AgentConfig:
                 check_seconds(getattr(self, name))
             except UsageError as exc:
                 raise AgentError(f"{name}: {exc}") from None
-        if self.trace_depth < 0:
+        if self.trace_depth is None:
+            object.__setattr__(self, "trace_depth", default_trace_depth(self.trace))
+        if self.depth < 0:
             raise AgentError(f"trace_depth must be 0 or more, not {self.trace_depth!r}")
         if self.children not in lineage.CHILDREN_MODES:
             raise AgentError(f"children must be one of {', '.join(lineage.CHILDREN_MODES)}, "
                              f"not {self.children!r}")
+        if not (isinstance(self.sample_interval, int) and self.sample_interval >= 1):
+            raise AgentError(f"sample_interval must be a whole number of bytes >= 1, not "
+                             f"{self.sample_interval!r}")
+
+    @property
+    def depth(self) -> int:
+        """Frames per traced or sampled allocation."""
+        return self.trace_depth if self.trace_depth is not None else 1
 
     @classmethod
     def from_file(cls, path: str) -> AgentConfig:
@@ -150,12 +166,14 @@ class Agent:
         self._type_hist: dict[str, deque[int]] = {}
         self._rss_hist: deque[int] = deque(maxlen=6)
         self._sited: set[str] = set()  # suspects whose item sites are already known
+        self._site_hits: dict[str, int] = {}  # sampled items with a site, until sited
         self._window_left = 0
         self._cooldown = 0
         self._walk_due = False
         self.traced_snapshots = 0
         self._own_ids: set[int] = {id(self._history), id(self._seen), id(self._known),
                                    id(self._type_hist), id(self._sited), id(self.pauses),
+                                   id(self._site_hits),
                                    id(self._id_paths), id(self._bounds)}
         self._stop_requested = False
         self._stopped = False
@@ -190,12 +208,20 @@ class Agent:
         if self.inherited_tracing and tracemalloc.is_tracing():
             # The parent's agent was tracing when it forked: ours to keep (on) or end (auto).
             self._tracing.adopt()
-            if not (cfg.trace == "on" and cfg.trace_depth > 0):
+            if not (cfg.trace == "on" and cfg.depth > 0):
                 self._tracing.stop()
         preexisting = tracemalloc.is_tracing() and not self._tracing.owned
         self._mode = "on" if preexisting and cfg.trace == "auto" else cfg.trace
-        if self._mode == "on" and cfg.trace_depth > 0 and not tracemalloc.is_tracing():
-            self._tracing.start(cfg.trace_depth)
+        trace_fallback = None
+        if self._mode == "sample":
+            trace_fallback = sites.start_sampling(cfg.sample_interval, cfg.depth or 16)
+            if trace_fallback is not None:  # no native core here: the pure-Python steering
+                self._mode = "on" if preexisting else "auto"
+                cfg = self.config = replace(
+                    cfg, trace=self._mode,
+                    trace_depth=min(cfg.depth, default_trace_depth(self._mode)))
+        if self._mode == "on" and cfg.depth > 0 and not tracemalloc.is_tracing():
+            self._tracing.start(cfg.depth)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -219,7 +245,9 @@ class Agent:
                     "t": time.time(),
                     "interval_s": cfg.interval,
                     "trace": self._mode,
-                    "trace_depth": cfg.trace_depth if self._mode != "off" else 0,
+                    "trace_depth": cfg.depth if self._mode != "off" else 0,
+                    "trace_fallback": trace_fallback,
+                    "sample_interval": cfg.sample_interval if self._mode == "sample" else None,
                     "tracemalloc_preexisting": preexisting,
                     "control": cfg.control,
                     "main": naming.main_stem(),
@@ -284,6 +312,8 @@ class Agent:
                 if self._writer is not None:
                     self._writer.close()
                 self._tracing.stop()
+                if self._mode == "sample":
+                    sites.stop_sampling()
                 process.stop_watching()
                 self._close_fds()
                 registry.unregister(self.pid)
@@ -332,6 +362,8 @@ class Agent:
         the descriptors leaves the parent's alone)."""
         self._stopped = True
         self._tracing.after_fork()
+        if self._mode == "sample":
+            sites.forget_sampling()  # the C side stopped itself in the child (fork hook)
         if self._writer is not None:
             self._writer.abandon()
         if self._sock is not None:
@@ -560,7 +592,8 @@ class Agent:
             c0 = time.thread_time()
             t0 = time.perf_counter()
             try:
-                snap = self._collect(reason, t0)
+                with sites.unsampled():
+                    snap = self._collect(reason, t0)
                 self._writer.write_snapshot(snap)
                 self.snapshots += 1
             except BaseException as exc:
@@ -574,6 +607,8 @@ class Agent:
         wall, mono = time.time(), time.monotonic()
         stem = naming.main_stem()
         tracing = tracemalloc.is_tracing()
+        sampling = self._mode == "sample" and sites.sampling()
+        sited = tracing or sampling  # allocation sites can be known in this snapshot
         closing = self._mode == "auto" and tracing and self._window_left <= 1
         raw: list[Any] = []
         site_stats: dict[str, tuple[int, int]] = {}
@@ -668,12 +703,12 @@ class Agent:
             del containers[cfg.max_containers :]
             suspects: list[str] = []
             try:
-                samples, suspects = self._sample_suspects(containers, keep, named, stem, tracing)
+                samples, suspects = self._sample_suspects(containers, keep, named, stem, sited)
             except Exception as exc:
                 errors.append(_describe_error("items", exc))
             try:
                 if reason != "start":  # taken before the main module was even imported
-                    samples += self._type_suspects(type_counts, types_by_name, stem, tracing,
+                    samples += self._type_suspects(type_counts, types_by_name, stem, sited,
                                                    suspects)
             except Exception as exc:
                 errors.append(_describe_error("items", exc))
@@ -716,11 +751,19 @@ class Agent:
             sites_s += time.perf_counter() - s0
             blocks = len(raw)
             raw.clear()
+        sampled_heap: int | None = None
+        if sampling:
+            try:
+                site_stats, sampled_heap, _ = sites.sampled_sites(cfg.top_sites)
+            except Exception as exc:
+                errors.append(_describe_error("sites", exc))
         try:
             proc = process.process_stat(gc_objects)
         except Exception as exc:
             errors.append(_describe_error("process", exc))
             proc = ProcessStat(rss=0)
+        if sampled_heap is not None:  # the estimated sampled heap stands for the traced one
+            proc = replace(proc, traced_current=sampled_heap)
         self._rss_hist.append(proc.rss)
         self._seq += 1
         if tracing:
@@ -729,10 +772,12 @@ class Agent:
                             blocks, sites_s, tracer_bytes)
         if self._mode == "auto" and not closing:
             self._steer_tracing(tracing, suspects, gc_objects or 0, proc.allocated_blocks)
+        elif sampling:
+            self._steer_sampling(suspects)
         return Snapshot(
             seq=self._seq, pid=self.pid, t=wall, mono=mono, reason=reason,
             duration_s=time.perf_counter() - t0, phase=self._phase,
-            traced=tracing, process=proc, types=type_counts,
+            traced=sited, process=proc, types=type_counts,
             sites=site_stats, containers=tuple(containers), items=tuple(samples),
             errors=tuple(errors),
         )
@@ -758,7 +803,7 @@ class Agent:
         rss = list(self._rss_hist)
         rss_rising = (len(rss) >= 5 and rss[-1] - rss[0] > 2 * 1024 * 1024
                       and sum(b > a for a, b in itertools.pairwise(rss)) >= len(rss) - 2)
-        if not (unsited or rss_rising) or cfg.trace_depth <= 0:
+        if not (unsited or rss_rising) or cfg.depth <= 0:
             return
         fits, est = self._pause.window_fits(objects, grown)
         if not fits:
@@ -769,11 +814,35 @@ class Agent:
             self._refused = True
             return
         self._refused = False
-        if self._tracing.start(cfg.trace_depth):
+        if self._tracing.start(cfg.depth):
             self._window_left = max(1, cfg.trace_window)
             self._event("trace", f"tracing on for {self._window_left} snapshots: "
                         f"{len(unsited)} suspect(s){', RSS rising' if rss_rising else ''}; "
                         f"a traced snapshot ~{est * 1000:.0f} ms ({objects} objects)")
+
+    def _steer_sampling(self, suspects: list[str]) -> None:
+        """``--trace sample``: a suspect whose items are small is rarely sampled at the
+        normal interval, so while a suspect is still unsited the sampler samples about
+        every ``sample_boost_interval`` bytes for ``trace_window`` snapshots (its newest
+        items are then looked up in the live-sample table), then the normal interval
+        returns for ``trace_cooldown`` snapshots. Samples taken in the window keep their
+        own weight, so the site estimates stay unbiased."""
+        cfg = self.config
+        if self._window_left > 0:
+            self._window_left -= 1
+            if self._window_left == 0:
+                sites.set_sample_interval(cfg.sample_interval)
+                self._cooldown = cfg.trace_cooldown
+            return
+        if self._cooldown > 0:
+            self._cooldown -= 1
+            return
+        unsited = [k for k in suspects if k not in self._sited]
+        if unsited and cfg.sample_boost_interval < cfg.sample_interval:
+            sites.set_sample_interval(cfg.sample_boost_interval)
+            self._window_left = max(1, cfg.trace_window)
+            self._event("trace", f"sampling every ~{cfg.sample_boost_interval} bytes for "
+                        f"{self._window_left} snapshots: {len(unsited)} unsited suspect(s)")
 
     def _stop_tracing(self) -> None:
         self._tracing.stop()
@@ -810,9 +879,20 @@ class Agent:
             if tracing and t is not None:
                 got = items.sample_type(name, t, self.config.sample_items, stem)
                 out.extend(got)
-                if any(s.site for s in got):
-                    self._sited.add(key)
+                self._note_sited(key, got)
         return out
+
+    def _note_sited(self, key: str, got: list[ItemSample]) -> None:
+        """A suspect is sited once its items name a site: under tracemalloc one traced item
+        will do; sampled items need ``SITED_SAMPLES`` hits over the run (a sampled block
+        reused from a free list carries the line that first allocated it, so one hit can
+        mislead; the majority does not), and until then boosted sampling goes on."""
+        hits = self._site_hits.get(key, 0) + sum(s.sampled for s in got if s.site)
+        if hits >= (SITED_SAMPLES if self._mode == "sample" else 1):
+            self._sited.add(key)
+            self._site_hits.pop(key, None)
+        elif hits:
+            self._site_hits[key] = hits
 
     def _resolve_known(self, named: dict[int, str], keep: dict[int, Any]) -> None:
         """Find containers named before by their path (this also follows a rebinding such as
@@ -889,8 +969,7 @@ class Agent:
             if obj is None or key not in by_key:
                 continue
             got = items.sample_items(key, obj, self.config.sample_items, stem, tracing)
-            if any(s.site for s in got):
-                self._sited.add(key)
+            self._note_sited(key, got)
             out.extend(got)
         return out, [key for _, key in suspects[: self.config.max_suspects]]
 

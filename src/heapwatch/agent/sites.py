@@ -1,16 +1,27 @@
-"""Sites: live traced memory grouped by allocation line (tracemalloc).
+"""Sites: live memory grouped by allocation line, from tracemalloc or from the native
+sampler (``--trace sample``).
 
-While tracing is on, everything the agent allocates is traced too, which makes
-``Snapshot.statistics()`` 5-30x slower than with tracing off. So the raw traces of a
-snapshot are aggregated in one cheap pass over tuples, and heapwatch's own frames (and
+tracemalloc: while tracing is on, everything the agent allocates is traced too, which
+makes ``Snapshot.statistics()`` 5-30x slower than with tracing off. So the raw traces of
+a snapshot are aggregated in one cheap pass over tuples, and heapwatch's own frames (and
 tracemalloc's) are dropped.
+
+The sampler (``heapwatch._native``, sampler.c): an allocator hook samples about one block
+per ``interval`` bytes allocated, with a short stack, and keeps the sampled blocks that
+are still alive. :func:`sampled_sites` drains it into the same ``{site: (blocks, bytes)}``
+shape, each sample weighted to stand for the blocks it represents, so the analysis reads
+estimated figures where tracemalloc's were exact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import sysconfig
 import tracemalloc
+from collections.abc import Iterator, Sequence
+from types import ModuleType
 from typing import Any
 
 from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
@@ -32,9 +43,9 @@ def is_stdlib(filename: str) -> bool:
 
 
 def is_library(filename: str) -> bool:
-    """The stdlib or an installed package: not where a user fixes a leak."""
-    return filename.startswith(_STDLIB) or "site-packages" in filename or (
-        "dist-packages" in filename)
+    """The stdlib, an installed package, or code without a file (``<frozen ...>``)."""
+    return (is_stdlib(filename) or "site-packages" in filename or "dist-packages" in filename
+            or filename.startswith("<"))
 
 
 def site_label(filename: str, lineno: int) -> str:
@@ -82,24 +93,178 @@ def traced_sites(top: int) -> tuple[dict[str, tuple[int, int]], int]:
         del raw
 
 
-def object_sites(obj: object) -> tuple[str | None, str | None]:
-    """Where ``obj`` was allocated (its newest frame), and the newest frame outside the
-    stdlib when that differs. ``(None, None)`` when it was not traced."""
-    tb = tracemalloc.get_object_traceback(obj)
-    if tb is None:
-        return None, None
-    frames = list(tb)  # oldest first
+def split_frames(frames: Sequence[tuple[str, int]]) -> tuple[str | None, str | None]:
+    """From a stack, newest frame first: the allocation line (``site``) and, when that line
+    is in a library, the first frame in the user's code (``user``). A stack that passes
+    through the agent is the agent's own allocation: ``(its line, None)``."""
     if not frames:
         return None, None
-    newest = frames[-1]
-    for fr in frames:
-        if is_own(fr.filename):  # allocated by the agent itself
-            return site_label(fr.filename, fr.lineno), None
-    site = site_label(newest.filename, newest.lineno)
-    user = None
-    if is_library(newest.filename):
-        for fr in reversed(frames):
-            if not is_library(fr.filename) and not is_own(fr.filename):
-                user = site_label(fr.filename, fr.lineno)
-                break
-    return site, user
+    for filename, lineno in frames:
+        if is_own(filename):
+            return site_label(filename, lineno), None
+    site = site_label(*frames[0])
+    if not is_library(frames[0][0]):
+        return site, None
+    user = next((f for f in frames if not is_library(f[0])), None)
+    if user is None:  # all library: the first frame outside the stdlib, if any
+        user = next((f for f in frames[1:] if not is_stdlib(f[0])), None)
+    return site, (site_label(*user) if user is not None else None)
+
+
+def object_frames(obj: object) -> list[tuple[str, int]] | None:
+    """The stack that allocated ``obj``, newest frame first; None when it was neither
+    traced nor sampled. While the sampler runs it answers; otherwise tracemalloc does."""
+    if _sampling:
+        frames = lookup([obj])[0]
+        if frames is not None:
+            return frames
+    if not tracemalloc.is_tracing():
+        return None
+    tb = tracemalloc.get_object_traceback(obj)
+    if tb is None:
+        return None
+    return [(fr.filename, fr.lineno) for fr in reversed(tb)]
+
+
+def object_sites(obj: object) -> tuple[str | None, str | None]:
+    """Where ``obj`` was allocated (its newest frame), and the first frame in the user's
+    code when that differs (see :func:`split_frames`). ``(None, None)`` when it was neither
+    traced nor sampled."""
+    frames = object_frames(obj)
+    return split_frames(frames) if frames is not None else (None, None)
+
+
+# -- the native sampler ---------------------------------------------------------------------
+#: The default mean sampling interval, bytes (bench/overhead.py: at 512 KiB the sampler
+#: costs about what the hook alone costs, ~1-2% CPU per request).
+DEFAULT_SAMPLE_INTERVAL = 512 * 1024
+#: The interval while an unsited suspect is being sited (a few snapshots at a time).
+BOOST_SAMPLE_INTERVAL = 1024
+
+_sampling = False
+
+
+def _native() -> tuple[ModuleType | None, str | None]:
+    """The native module when its sampler can run here, else (None, why). The core loader
+    (agent/core.py) checks the build against this interpreter, once."""
+    from heapwatch.agent import core
+
+    info = core.info()
+    mod = core.load_native()[0] if info.name == "native" else None
+    if mod is None:
+        return None, info.fallback
+    if not hasattr(mod, "sampler_start"):
+        return None, "heapwatch._native has no sampler"
+    if sys.version_info >= (3, 14):
+        return None, "the sampler does not read this Python's frames yet"
+    return mod, None
+
+
+def sampler_unavailable() -> str | None:
+    """Why ``--trace sample`` cannot run in this process (None: it can)."""
+    mod, why = _native()
+    return why if mod is None else None
+
+
+def start_sampling(interval: int, depth: int) -> str | None:
+    """Install (or re-enable) the sampler; return why it cannot run, or None."""
+    global _sampling
+    mod, why = _native()
+    if mod is None:
+        return why
+    try:
+        mod.sampler_start(interval=float(interval), depth=max(1, min(64, depth)))
+    except Exception as exc:
+        return f"the sampler did not start ({type(exc).__name__})"
+    _sampling = True
+    return None
+
+
+def stop_sampling() -> str | None:
+    """Stop sampling: ``"removed"`` from the allocator chain, or ``"passthrough"`` when
+    another hook installed after it still calls it; None when it was not running."""
+    global _sampling
+    if not _sampling:
+        return None
+    _sampling = False
+    mod, _ = _native()
+    return str(mod.sampler_stop()) if mod is not None else None
+
+
+def sampling() -> bool:
+    return _sampling
+
+
+def forget_sampling() -> None:
+    """In a forked child: the C side already stopped (its fork hook); only forget it here."""
+    global _sampling
+    _sampling = False
+
+
+def set_sample_interval(interval: int) -> None:
+    mod, _ = _native()
+    if mod is not None and _sampling:
+        mod.sampler_set_interval(float(interval))
+
+
+@contextlib.contextmanager
+def unsampled() -> Iterator[None]:
+    """The calling thread's allocations are not sampled inside the block (the agent's)."""
+    mod, _ = _native()
+    if mod is None or not _sampling:
+        yield
+        return
+    before = mod.sampler_ignore_thread(True)
+    try:
+        yield
+    finally:
+        mod.sampler_ignore_thread(before)
+
+
+def lookup(objs: Sequence[object]) -> list[list[tuple[str, int]] | None]:
+    """Each object's sampled stack (newest frame first), None where it was not sampled."""
+    mod, _ = _native()
+    if mod is None or not _sampling:
+        return [None] * len(objs)
+    return list(mod.sampler_lookup(objs))
+
+
+def storage_sites(container: object) -> tuple[str | None, str | None]:
+    """Where a dict, list or set last grew: the sampled stack of the block holding its
+    items (reallocated as it grows, large, so sampled at nearly every resize)."""
+    mod, _ = _native()
+    if mod is None or not _sampling:
+        return None, None
+    frames = mod.sampler_storage(container)
+    return split_frames(frames) if frames is not None else (None, None)
+
+
+def sampled_sites(top: int) -> tuple[dict[str, tuple[int, int]], int, dict[str, Any]]:
+    """Top ``top`` allocation lines by estimated live bytes, ``{"file:line": (blocks,
+    bytes)}``; the estimated live sampled heap outside heapwatch; the sampler's figures.
+
+    A sample of size s drawn at mean interval T stands for 1/(1 - e^(-s/T)) blocks and
+    s/(1 - e^(-s/T)) bytes: the sum over a site's live samples estimates its live memory.
+    """
+    mod, _ = _native()
+    if mod is None or not _sampling:
+        return {}, 0, {}
+    rows, stats = mod.sampler_drain()
+    by_site: dict[str, list[float]] = {}
+    total = 0.0
+    try:
+        for frames, blocks, nbytes, _n in rows:
+            site, _user = split_frames(frames)
+            if site is None or any(is_own(f[0]) for f in frames):
+                continue
+            total += nbytes
+            entry = by_site.get(site)
+            if entry is None:
+                by_site[site] = [blocks, nbytes]
+            else:
+                entry[0] += blocks
+                entry[1] += nbytes
+    finally:
+        rows.clear()
+    ranked = sorted(by_site.items(), key=lambda kv: -kv[1][1])[:top]
+    return ({k: (round(v[0]), round(v[1])) for k, v in ranked}, round(total), dict(stats))

@@ -243,11 +243,7 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
             "exit_code": (run.meta.get("launch") or {}).get("exit_code"),
             "retention": run.meta.get("retention"),
         },
-        trace={
-            "mode": (agent_meta or {}).get("trace") or meta_run.get("trace", "off"),
-            "depth": (agent_meta or {}).get("trace_depth", 0),
-            "share": round(traced / n, 3) if n else 0.0,
-        },
+        trace=_trace_info(agent_meta or {}, meta_run, traced, n),
         agent={
             "checked_in": agent_meta is not None,
             "snapshots": n if source == "agent" else 0,
@@ -266,6 +262,29 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
         data=run,
         target_exit=ended,
     )
+
+
+def _trace_info(agent_meta: dict[str, Any], meta_run: dict[str, Any], traced: int, n: int
+                ) -> dict[str, Any]:
+    """How allocation sites were known: the mode that ran (``sample``: the native sampler,
+    with its mean interval in bytes), why it fell back from the one asked for, and a line
+    for people (``summary``)."""
+    mode = agent_meta.get("trace") or meta_run.get("trace", "off")
+    depth = agent_meta.get("trace_depth", 0)
+    share = round(traced / n, 3) if n else 0.0
+    interval = agent_meta.get("sample_interval") if mode == "sample" else None
+    fallback = agent_meta.get("trace_fallback")
+    if mode == "sample" and interval:
+        summary = (f"sampled: sites estimated from about one sampled block per "
+                   f"{fmt_bytes(interval)} allocated (mean interval), {depth} frames each")
+    elif mode == "off":
+        summary = "off: no allocation sites"
+    else:
+        summary = f"tracemalloc {mode} (depth {depth}), {share:.0%} of snapshots traced"
+    if fallback:
+        summary += f" (sample was asked for: {fallback})"
+    return {"mode": mode, "depth": depth, "share": share, "sample_interval": interval,
+            "fallback": fallback, "summary": summary}
 
 
 _WEAK = {"weakref.ReferenceType", "weakref", "weakref.KeyedRef", "weakcallableproxy",

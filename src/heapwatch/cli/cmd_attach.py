@@ -26,7 +26,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, PID, following, metrics_options
+from heapwatch.cli.options import DURATION, PID, following, metrics_options, trace_options
 
 
 @click.command("attach", help=__doc__)
@@ -37,12 +37,7 @@ from heapwatch.cli.options import DURATION, PID, following, metrics_options
               help="Time between snapshots.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: reports/<name>-<time>).")
-@click.option("--trace", type=click.Choice(["auto", "on", "off"]), default="auto",
-              show_default=True,
-              help="tracemalloc: auto traces only while something looks like a leak; on "
-                   "traces all the time (3-14x slower allocation); off never.")
-@click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
-              help="Frames kept per traced allocation [default: 10 with auto, 1 with on].")
+@trace_options
 @click.option("--method", type=click.Choice(["auto", "remote-exec", "lldb", "gdb"]),
               default="auto", show_default=True,
               help="How to get in: auto is remote-exec on 3.14+ (lldb when the main thread "

@@ -14,6 +14,7 @@ import click
 
 from heapwatch.cli.options import DURATION, execute
 from heapwatch.errors import UsageError
+from heapwatch.model import DEFAULT_TRACE
 
 
 def scenario_path(name: str) -> str:
@@ -37,5 +38,5 @@ def scenario_path(name: str) -> str:
 def command(duration: float, interval: float, out: str | None, scenario: str) -> None:
     script = scenario_path(scenario)
     cmd = [sys.executable, script]
-    code = execute(cmd, out, interval, duration, "auto", None)
+    code = execute(cmd, out, interval, duration, DEFAULT_TRACE, None)
     sys.exit(0 if code in (0, 130) else code)

@@ -29,7 +29,14 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, execute, metrics_options
+from heapwatch.cli.options import (
+    DURATION,
+    INTERVAL_HELP,
+    children_option,
+    execute,
+    metrics_options,
+    trace_options,
+)
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
@@ -38,13 +45,7 @@ from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, exec
               help="Stop the command after this long (default: wait for it to exit).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: reports/<name>-<time>).")
-@click.option("--trace", type=click.Choice(["auto", "on", "off"]), default="auto",
-              show_default=True,
-              help="tracemalloc: auto traces only in short windows while something looks like "
-                   "a leak, to name its allocation line (the agent costs ~1-3% outside them); "
-                   "on traces all the time (3-14x slower allocation); off never.")
-@click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
-              help="Frames kept per traced allocation [default: 5 with auto, 1 with on].")
+@trace_options
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]",
               help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
                    "generator) runs during it; the command is stopped after the last one.")

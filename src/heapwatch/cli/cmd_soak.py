@@ -25,16 +25,14 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option
+from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, trace_options
 
 
 @click.command("soak", help=__doc__)
 @click.option("--interval", type=DURATION, default=None, help=INTERVAL_HELP)
 @click.option("--duration", type=DURATION, default=None)
 @click.option("--out", type=click.Path(file_okay=False), default=None)
-@click.option("--trace", type=click.Choice(["auto", "on", "off"]), default="auto",
-              show_default=True)
-@click.option("--trace-depth", type=click.IntRange(1, 100), default=None)
+@trace_options
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]")
 @click.option("--fail-on", "fail_on", default="leak,budget", show_default=True)
 @click.option("--budget", "budgets", multiple=True, metavar="SPEC")

@@ -11,6 +11,7 @@ import click
 
 from heapwatch.durations import format_duration, parse_duration
 from heapwatch.errors import HeapwatchError
+from heapwatch.model import DEFAULT_TRACE, TRACE_MODES
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -27,6 +28,22 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 
 DURATION = Duration()
+
+TRACE_HELP = ("Allocation sites: sample (the default) samples about one block per 512 KiB "
+              "allocated, always on, for about the cost of an allocator hook (2-4% on "
+              "allocation-bound code; needs the native core: without it, auto runs); auto "
+              "turns tracemalloc on in short windows while something looks like a leak; on "
+              "traces everything (3-14x slower allocation); off never.")
+TRACE_DEPTH_HELP = ("Frames kept per sampled or traced allocation [default: 16 with sample, "
+                    "5 with auto, 1 with on].")
+
+
+def trace_options(f: Any) -> Any:
+    """``--trace`` and ``--trace-depth`` for the commands that put an agent in a target."""
+    f = click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
+                     help=TRACE_DEPTH_HELP)(f)
+    return click.option("--trace", type=click.Choice(TRACE_MODES), default=DEFAULT_TRACE,
+                        show_default=True, help=TRACE_HELP)(f)
 
 CHILDREN_HELP = ("Which child processes get an agent of their own: all (forked and exec'd "
                  "Python children), fork (forked ones only) or none; the others are "

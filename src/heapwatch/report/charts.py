@@ -185,13 +185,16 @@ def memory_chart(analysis: Analysis) -> bytes:
         _draw_phases(ax, analysis, xs)
         ax.plot(xs, rss, color=RSS_COLOR, linewidth=1.8, label="RSS", zorder=3)
         # In ``auto`` mode tracemalloc only runs in windows and then counts what was allocated
-        # since the window opened: that is no heap size, so it is drawn only for ``on``.
-        if analysis.trace.get("mode") == "on":
+        # since the window opened: that is no heap size, so it is drawn only for ``on`` (and
+        # ``sample``: the sampler's estimate of the live Python heap, always on).
+        mode = analysis.trace.get("mode")
+        if mode in ("on", "sample"):
             heap = [math.nan if s.process.traced_current is None or not s.traced
                     else s.process.traced_current / MIB for s in ser.snapshots]
             if any(not math.isnan(v) for v in heap):
                 ax.plot(xs, heap, color=HEAP_COLOR, linewidth=1.4, marker=".", markersize=3,
-                        label="traced Python heap", zorder=3)
+                        label="traced Python heap" if mode == "on"
+                        else "sampled Python heap (estimate)", zorder=3)
         _snapshot_ticks(ax, xs, [s.traced for s in ser.snapshots])
         top = max(rss)
         ax.set_ylim(0, top * 1.12 if top > 0 else 1)

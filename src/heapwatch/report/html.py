@@ -309,9 +309,13 @@ def _phases(a: Analysis, pngs: Mapping[str, bytes]) -> str:
 def _memory(a: Analysis, proj: Projection | None, pngs: Mapping[str, bytes]) -> str:
     share = a.trace.get("share") or 0
     ticks = ("Ticks along the bottom mark the snapshots; amber ones were taken with "
-             f"tracemalloc on ({share:.0%} of them).")
+             f"tracemalloc on ({share:.0%} of them)." if a.trace.get("mode") != "sample" else
+             "Ticks along the bottom mark the snapshots (allocation sites sampled at each).")
     if a.trace.get("mode") == "on":
         heap = "The traced Python heap is what tracemalloc counted as live."
+    elif a.trace.get("mode") == "sample":
+        heap = ("The sampled Python heap is the sampler's estimate of the live memory the "
+                "Python allocators hold (each live sampled block weighted by its odds).")
     else:
         heap = ("The traced Python heap is not drawn: tracemalloc ran only in windows "
                 f"(trace mode {a.trace.get('mode')}), and then counts only what was "
@@ -401,8 +405,7 @@ def _agent(a: Analysis) -> str:
     rows = [
         ("snapshot pause", _e(f"median {_ms(ag.get('pause_median_s'))}, "
                               f"max {_ms(ag.get('pause_max_s'))}")),
-        ("tracing", _e(f"{tr.get('mode', '?')}, depth {tr.get('depth', '?')}; "
-                       f"{(tr.get('share') or 0):.0%} of snapshots traced")),
+        ("allocation sites", _e(tr.get("summary") or tr.get("mode", "?"))),
     ]
     core = core_text(ag)
     if core is not None:

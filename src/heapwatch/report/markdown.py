@@ -60,8 +60,7 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
         f"- pid {r.get('pid')}, Python {r.get('python') or '?'}, started {r.get('started')}",
         f"- {r.get('snapshots')} snapshots over {r.get('duration_s')} s "
         f"(interval {r.get('interval_s')} s)",
-        f"- tracing: {a.trace.get('mode')} (depth {a.trace.get('depth')}), "
-        f"{a.trace.get('share', 0) * 100:.0f}% of snapshots traced",
+        f"- allocation sites: {a.trace.get('summary') or a.trace.get('mode')}",
     ]
     if a.agent.get("pause_median_s") is not None:
         out.append(f"- agent pause per snapshot: median {a.agent['pause_median_s'] * 1000:.1f} ms,"
