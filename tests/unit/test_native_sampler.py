@@ -145,6 +145,33 @@ def test_the_agent_thread_is_not_sampled(sampler: Any) -> None:
     del junk
 
 
+DROPPED = ("getattr", "hasattr", "next", "bool", "type", "isinstance", "len", "iter",
+           "Exception", "BaseException", "StopIteration")
+
+
+@pytest.mark.parametrize("on", [False, pytest.param(True, marks=needs_sampler)])
+def test_unsampled_works_with_the_builtins_deleted(on: bool) -> None:
+    """The agent wraps every snapshot in ``unsampled()`` (in every trace mode): it must
+    work while the target has deleted builtins (faults case 2)."""
+    import builtins
+
+    if on:
+        sites.start_sampling(1, 4)  # every block sampled
+    saved = {n: builtins.__dict__.pop(n) for n in DROPPED}
+    try:
+        with sites.unsampled():
+            junk = allocate(1000, 100)
+    finally:
+        builtins.__dict__.update(saved)
+        if on:
+            rows, _ = NATIVE.sampler_drain()
+            sites.stop_sampling()
+    if on:
+        assert site_bytes(rows, line_of("# BIG-SITE")) == 0
+        assert NATIVE.sampler_ignore_thread(False) is False  # the flag was given back
+    del junk
+
+
 @needs_sampler
 def test_beside_tracemalloc_started_after(sampler: Any) -> None:
     sampler.sampler_start(interval=64 * 1024.0)

@@ -15,16 +15,16 @@ estimated figures where tracemalloc's were exact.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import sysconfig
 import tracemalloc
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+from heapwatch.agent import core
 from heapwatch.agent.naming import clean
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,8 +147,6 @@ _sampling = False
 def _native() -> tuple[ModuleType | None, str | None]:
     """The native module when its sampler can run here, else (None, why). The core loader
     (agent/core.py) checks the build against this interpreter, once."""
-    from heapwatch.agent import core
-
     info = core.info()
     mod = core.load_native()[0] if info.name == "native" else None
     if mod is None:
@@ -207,18 +205,27 @@ def set_sample_interval(interval: int) -> None:
         mod.sampler_set_interval(float(interval))
 
 
-@contextlib.contextmanager
-def unsampled() -> Iterator[None]:
-    """The calling thread's allocations are not sampled inside the block (the agent's)."""
-    mod, _ = _native()
-    if mod is None or not _sampling:
-        yield
-        return
-    before = mod.sampler_ignore_thread(True)
-    try:
-        yield
-    finally:
-        mod.sampler_ignore_thread(before)
+class unsampled:  # lower case: used like a function, ``with unsampled():``
+    """The calling thread's allocations are not sampled inside the block (the agent's).
+
+    A class rather than ``contextlib.contextmanager``: contextlib's code looks builtins up
+    in the real module, which a target may have emptied (``del builtins.getattr``); this
+    one's methods use the agent's copy."""
+
+    __slots__ = ("_before", "_mod")
+
+    def __init__(self) -> None:
+        mod, _ = _native()
+        self._mod = mod if _sampling else None
+        self._before = False
+
+    def __enter__(self) -> None:
+        if self._mod is not None:
+            self._before = bool(self._mod.sampler_ignore_thread(True))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._mod is not None:
+            self._mod.sampler_ignore_thread(self._before)
 
 
 def lookup(objs: Sequence[object]) -> list[list[tuple[str, int]] | None]:
