@@ -218,7 +218,9 @@ def _target_cpu() -> float | None:
         return None
 
 
-def process_stat(gc_objects: int | None = None) -> ProcessStat:
+def process_stat(gc_objects: int | None = None, sampled_heap: int | None = None) -> ProcessStat:
+    """The process's figures now. ``sampled_heap`` (``--trace sample``): the sampler's
+    estimate of the live Python heap, which stands for tracemalloc's traced figure."""
     if not _WATCH.active:
         watch_files(threading.get_ident())
     held: set[str] = set()
@@ -240,7 +242,7 @@ def process_stat(gc_objects: int | None = None) -> ProcessStat:
         allocated_blocks=sys.getallocatedblocks(),
         gc_objects=gc_objects,
         gc_collections=tuple(s.get("collections", 0) for s in gc.get_stats()),
-        traced_current=current,
+        traced_current=sampled_heap if sampled_heap is not None else current,
         traced_peak=peak,
         tracemalloc_overhead=tracemalloc.get_tracemalloc_memory() if tracing else None,
         sockets=sockets,

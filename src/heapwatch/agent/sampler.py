@@ -758,12 +758,10 @@ class Agent:
             except Exception as exc:
                 errors.append(_describe_error("sites", exc))
         try:
-            proc = process.process_stat(gc_objects)
+            proc = process.process_stat(gc_objects, sampled_heap)
         except Exception as exc:
             errors.append(_describe_error("process", exc))
             proc = ProcessStat(rss=0)
-        if sampled_heap is not None:  # the estimated sampled heap stands for the traced one
-            proc = replace(proc, traced_current=sampled_heap)
         self._rss_hist.append(proc.rss)
         self._seq += 1
         if tracing:
