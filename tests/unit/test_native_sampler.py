@@ -213,6 +213,37 @@ def test_beside_tracemalloc_started_before_and_stopped(sampler: Any) -> None:
 
 
 @needs_sampler
+def test_sample_mode_leaves_the_targets_tracemalloc_alone(tmp_path: Any, monkeypatch: Any
+                                                          ) -> None:
+    """The target traces (started before the agent): the agent samples, never reads its
+    traces (the pause would grow with them), never stops its tracing."""
+    from heapwatch.agent.sampler import Agent, AgentConfig
+    from heapwatch.store import open_run
+
+    def no_traces() -> list[Any]:
+        raise AssertionError("the target's traces were read")
+
+    monkeypatch.setattr(sites, "take_raw", no_traces)
+    tracemalloc.start(1)  # the target's
+    try:
+        agent = Agent(AgentConfig(store=str(tmp_path / "run.sqlite"), interval=3600.0))
+        agent.start()
+        try:
+            keep = allocate(2000, 1000)
+            agent.snapshot()
+        finally:
+            agent.stop()
+        assert agent._mode == "sample" and tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+    snaps = open_run(str(tmp_path)).agent_snapshots
+    errors = [e for s in snaps for e in s.errors if not e.startswith("paths: walk cut")]
+    assert snaps and errors == []
+    assert any(k.endswith(f":{line_of('# BIG-SITE')}") for s in snaps for k in s.sites)
+    del keep
+
+
+@needs_sampler
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
 def test_forked_child_starts_clean(sampler: Any) -> None:
     sampler.sampler_start(interval=1024.0)

@@ -719,7 +719,9 @@ class Agent:
                 found.clear()
         tracer_bytes = blocks = 0
         sites_s = 0.0
-        read_traces = tracing
+        # sampled: the sites come from the sampler; tracing that runs then is the target's,
+        # and reading its traces would only lengthen the pause (unbudgeted) for nothing
+        read_traces = tracing and not sampling
         if tracing and self._mode == "auto" and self._tracing.owned:
             # the traced snapshot's own work is bounded too: past the budget, the window ends
             tracer_bytes = tracemalloc.get_tracemalloc_memory()
