@@ -37,8 +37,11 @@ BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boots
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(heapwatch.__file__)))
 
 
-class Interrupted(Exception):
-    """heapwatch itself was asked to stop (Ctrl-C or SIGTERM)."""
+class Interrupted(BaseException):
+    """heapwatch itself was asked to stop (Ctrl-C or SIGTERM). Raised by the SIGTERM
+    handler wherever the follow loop happens to be: a BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way (a psutil call of the
+    tree observer) swallows it and leaves the run going."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)

@@ -187,6 +187,27 @@ def test_held_the_targets_own_signal_handlers(workdir: str) -> None:
     assert agent_errors(report(out)) == []
 
 
+def test_held_sigterm_is_not_swallowed_by_the_tree_observer(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """heapwatch's SIGTERM handler raises where the follow loop is; in the tree observer's
+    psutil calls (``except Exception``) it once vanished and the run went on for ever."""
+    from heapwatch import launch, observe
+
+    class Children:
+        def __init__(self, pid: int) -> None:
+            pass
+
+        def children(self, recursive: bool = False) -> list[object]:
+            raise launch.Interrupted(signal.SIGTERM)  # the signal lands here
+
+    class Psutil:
+        Process = Children
+
+    monkeypatch.setattr(observe, "_psutil", lambda: Psutil)
+    with pytest.raises(launch.Interrupted):
+        observe.descendants(os.getpid())
+
+
 def open_run_pid(out: str) -> int:
     from faultkit import wait_for
 
