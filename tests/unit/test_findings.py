@@ -73,6 +73,23 @@ def test_weak_reference_mirrors_rank_below_the_real_holder() -> None:
     assert weak.severity == "low"
 
 
+def test_a_librarys_registry_growing_alike_ranks_below_the_users_holder() -> None:
+    """Sampled stacks name the user's line for both: the holder in that line's module
+    (app.ENGINE...) comes first though the registry's items are bigger."""
+    lib = "/venv/lib/python3.11/site-packages/sqlalchemy/event"
+    registry, listeners = "sqlalchemy.event.registry._key_to_collection", \
+        "app.ENGINE.dispatch.before_execute.listeners"
+    run = run_of(40, containers=[
+        (registry, "collections.defaultdict", lambda i: 200 + 20 * i),
+        (listeners, "collections.deque", lambda i: 200 + 20 * i),
+    ], items=lambda i: [
+        ItemSample(registry, "dict", 8, f"{lib}/registry.py:125", "/srv/app/app.py:30", 700),
+        ItemSample(listeners, "function", 8, f"{lib}/attr.py:157", "/srv/app/app.py:30", 600)])
+    a = analyze(run)
+    assert [f.path for f in a.findings[:2]] == [listeners, registry]
+    assert a.findings[1].site == "app.py:30"  # the registry keeps its site and its finding
+
+
 def test_a_stdlib_allocation_names_the_users_line() -> None:
     run = run_of(40, containers=[("app.BACKGROUND", "set", lambda i: 200 + 40 * i)],
                  items=lambda i: [ItemSample("app.BACKGROUND", "_asyncio.Task", 8,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
+import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -529,7 +530,41 @@ def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None,
             score=tr.per_hour * max(per_item, 1) * tr.confidence * mine,
             site_note=_site_note(sited), retained=retained,
         ))
+    return _mirrors_after_holders(out)
+
+
+def _mirrors_after_holders(found: list[Finding]) -> list[Finding]:
+    """Holders growing alike from the same line: the one that lives in that line's module
+    (``app.ENGINE.dispatch.before_execute.listeners``, filled from app.py) ranks before a
+    library's bookkeeping that mirrors it (``sqlalchemy.event.registry._key_to_collection``).
+    With deep stacks (16 sampled frames) both name the user's line, so the site alone no
+    longer tells them apart; the mirror's score is halved."""
+    home = [f for f in found if f.site and f.path and _site_module(f.site) in _path_names(f.path)]
+    if not home:
+        return found
+    homes = {id(h) for h in home}
+    out = []
+    for f in found:
+        if id(f) not in homes and any(h.site == f.site
+                                      and _alike(h.growth.per_hour, f.growth.per_hour)
+                                      for h in home):
+            f = replace(f, score=f.score * 0.5)
+        out.append(f)
     return out
+
+
+def _site_module(site: str) -> str:
+    return os.path.splitext(os.path.basename(site.rpartition(":")[0]))[0]
+
+
+def _path_names(path: str) -> list[str]:
+    """The dotted names of an owner path before its first key, call or ``<...>`` part
+    (``a.b['k'].c``: a, b)."""
+    return re.split(r"[\[(<]", path, maxsplit=1)[0].split(".")
+
+
+def _alike(a: float, b: float) -> bool:
+    return abs(a - b) <= 0.1 * max(abs(a), abs(b))
 
 
 def _is_library(site: str) -> bool:
