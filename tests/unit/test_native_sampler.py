@@ -386,3 +386,49 @@ def test_storage_names_where_a_container_grows(sampler: Any) -> None:
     found = sampler.sampler_storage(table)
     assert found is not None and found[0] == (HERE, line_of("# GROWS-HERE"))
     assert sampler.sampler_storage({}) is None  # the shared empty keys: never allocated
+
+
+LIB = "/venv/lib/python3.11/site-packages/dateutil/parser/_parser.py"
+APP = "/srv/app/app.py"
+
+
+def fake_evidence(monkeypatch: Any, known: dict[int, list[tuple[str, int]]]) -> Any:
+    """items' view of allocations: only the objects in ``known`` (by id) were sampled."""
+    from heapwatch.agent import items
+
+    def frames(obj: object) -> list[tuple[str, int]] | None:
+        return known.get(id(obj))
+
+    def sites_of(obj: object) -> tuple[str | None, str | None]:
+        got = frames(obj)
+        return sites.split_frames(got) if got is not None else (None, None)
+
+    monkeypatch.setattr(items, "object_frames", frames)
+    monkeypatch.setattr(items, "object_sites", sites_of)
+    return items
+
+
+def test_a_dict_of_true_is_sited_by_its_keys_fields(monkeypatch: Any) -> None:
+    """warnings' ``registry[(text, category, lineno)] = True``: the value is the shared
+    True and the key tuple comes from a free list; the key's text was sampled."""
+    text = "".join(["tzname ", "QZX", " identified"])  # a str of its own
+    key = (text, UserWarning, 0)
+    items = fake_evidence(monkeypatch, {id(text): [(LIB, 1211), (APP, 39)]})
+    got = items._group("reg", [(True, key)], "app", True)
+    assert [(s.item_type, s.site, s.user_site, s.inferred) for s in got] == [
+        ("bool", f"{LIB}:1211", f"{APP}:39", True)]
+
+
+def test_the_containers_storage_sites_a_batch_with_no_evidence_only(monkeypatch: Any) -> None:
+    class Job:
+        pass
+
+    job = Job()
+    items = fake_evidence(monkeypatch, {id(job): [(APP, 12)]})
+    storage = (f"{APP}:50", None)
+    blind = items._group("jobs", [(True, None), (7, None)], "app", True, storage)
+    assert {(s.site, s.inferred) for s in blind} == {(f"{APP}:50", False)}
+    # some evidence in the batch: the items without any stay unsited
+    mixed = items._group("jobs", [(job, None), (True, None)], "app", True, storage)
+    assert {s.site for s in mixed if s.item_type == "bool"} == {None}
+    assert {s.site for s in mixed if s.item_type != "bool"} == {f"{APP}:12"}

@@ -190,33 +190,39 @@ def _widen(k: int) -> int:
 def _sites(items: list[tuple[Any, Any]]) -> list[tuple[str | None, str | None, bool]]:
     """Each item's (site, user site, inferred), by the best evidence the batch has: the
     items' own allocations (sampled or traced); else the lines that called their
-    constructors (read from a field the constructor allocated); else a dict's keys; else
-    the line of one of the items' fields, marked inferred."""
+    constructors (read from a field the constructor allocated); else a dict's keys' own
+    allocations; else the line of one of the items' fields, or of their keys' fields
+    (``registry[(text, category, line)] = True``: the text), marked inferred."""
     direct = [(*object_sites(item), False) for item, _ in items]
     if any(s for s, _, _ in direct):
         return direct
     fields = [_site_of(item) for item, _ in items]
     if any(s and not inferred for s, _, inferred in fields):
         return fields
-    keys = [(*object_sites(fb), False) if fb is not None else (None, None, False)
-            for _, fb in items]
-    if any(s for s, _, _ in keys):
+    keys = [_site_of(fb) if fb is not None else (None, None, False) for _, fb in items]
+    if any(s and not inferred for s, _, inferred in keys):
         return keys
-    return fields
+    return fields if any(s for s, _, _ in fields) else keys
 
 
 def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool,
            storage: tuple[str | None, str | None] | None = None) -> list[ItemSample]:
     """Group items by (type, site). ``storage``, while sampling: where the container last
-    grew, the site of items of free-list types (their own samples are unreliable)."""
+    grew, the site of items of free-list types (their own samples are unreliable) and of
+    items of a batch with no evidence of its own."""
     traced = tracemalloc.is_tracing()
     try:
         groups: Counter[_Group] = Counter()
         sizes: Counter[_Group] = Counter()
         sized: Counter[_Group] = Counter()
         found = _sites(items) if tracing else [(None, None, False)] * len(items)
+        # no evidence for any item (True, None, cached ints; keys and fields unsampled):
+        # the items were put there as the container grew
+        blind = not any(s for s, _, _ in found)
         for (item, _), (site, user, inferred) in zip(items, found, strict=True):
-            if storage is not None and storage[0] is not None and type(item) in _RECYCLED:
+            if storage is not None and storage[0] is not None and (
+                    blind or type(item) in _RECYCLED):
+                # a free-list type's own sample may be another line's block
                 site, user, inferred = *storage, False
             if site is not None and is_own(site.rpartition(":")[0]):
                 continue  # the agent's own object (a type sample can catch one)

@@ -450,8 +450,10 @@ def _item_list(items: Counter[tuple[str, str | None, str | None]], cwd: str | No
 
 def _site_note(item: dict[str, Any] | None) -> str | None:
     if item and item.get("site_inferred"):
-        return ("inferred from a field: the objects themselves were not traced (CPython 3.11, "
-                "gh-101430), so this is where one of their fields was allocated")
+        return ("inferred from a field: the objects themselves carry no trace or sample of "
+                "their own (CPython 3.11 instances, gh-101430; shared objects such as True, "
+                "whose dict key is read instead), so this is where one of their fields was "
+                "allocated")
     return None
 
 
