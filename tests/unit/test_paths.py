@@ -105,6 +105,56 @@ def test_no_user_code_runs(module: types.ModuleType) -> None:
     assert calls == []
 
 
+def test_no_sequence_subclass_code_runs(module: types.ModuleType) -> None:
+    """platform.uname()'s result is a tuple subclass whose __iter__ runs ``uname -p`` in a
+    subprocess: the walk, resolve and item sampling read tuples and deques through their
+    base types only."""
+    from heapwatch.agent import items
+
+    calls: list[str] = []
+
+    class Uname(tuple):  # type: ignore[type-arg]
+        def __iter__(self) -> Iterator[object]:
+            calls.append("__iter__")
+            return super().__iter__()
+
+        def __len__(self) -> int:
+            calls.append("__len__")
+            return super().__len__()
+
+        def __getitem__(self, key: object) -> object:
+            calls.append("__getitem__")
+            return super().__getitem__(key)  # type: ignore[index]
+
+    class Log(deque):  # type: ignore[type-arg]
+        def __iter__(self) -> Iterator[object]:
+            calls.append("deque.__iter__")
+            return super().__iter__()
+
+        def __reversed__(self) -> Iterator[object]:
+            calls.append("deque.__reversed__")
+            return super().__reversed__()
+
+        def __len__(self) -> int:
+            calls.append("deque.__len__")
+            return super().__len__()
+
+        def __getitem__(self, key: object) -> object:
+            calls.append("deque.__getitem__")
+            return super().__getitem__(key)  # type: ignore[index]
+
+    module.U = Uname((list(range(30)), "x"))
+    module.L = Log([list(range(30)), 1])
+    found = discover(20, 5.0, 10**7)
+    steps = {p: found.steps[i] for i, p in found.paths.items() if p.startswith("hw_fixture")}
+    found.clear()
+    assert set(steps) >= {"hw_fixture_mod.U[0]", "hw_fixture_mod.L[0]"}
+    assert resolve(steps["hw_fixture_mod.U[0]"]) is tuple.__getitem__(module.U, 0)
+    assert resolve(steps["hw_fixture_mod.L[0]"]) is deque.__getitem__(module.L, 0)
+    assert items.sample_items("hw_fixture_mod.L", module.L, 8, "app", False)
+    assert calls == []
+
+
 def test_resolve_follows_a_rebinding(module: types.ModuleType) -> None:
     module.HOLDER = types.SimpleNamespace(cache={"k": list(range(30))})
     found = discover(20, 5.0, 10**7)

@@ -36,7 +36,7 @@ def _newest(obj: Any, k: int) -> list[tuple[Any, Any]]:
     if issubclass(t, list):
         return [(v, None) for v in list.__getitem__(obj, slice(-k, None))]
     if issubclass(t, deque):
-        return [(v, None) for v in islice(reversed(obj), k)]
+        return [(v, None) for v in islice(deque.__reversed__(obj), k)]
     if issubclass(t, set):
         return [(v, None) for v in islice(set.__iter__(obj), k)]
     return []

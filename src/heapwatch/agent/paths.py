@@ -174,7 +174,10 @@ def _children(obj: Any, info_cache: weakref.WeakKeyDictionary[type, _TypeInfo]
                     break
         return out
     if issubclass(t, (list, tuple, deque)):
-        seq = list.__iter__(obj) if issubclass(t, list) else iter(obj)
+        # through the base type: a subclass's __iter__ is the target's code (platform's
+        # uname_result runs ``uname -p`` in a subprocess)
+        seq = (list.__iter__(obj) if issubclass(t, list) else
+               tuple.__iter__(obj) if issubclass(t, tuple) else deque.__iter__(obj))
         for i, v in enumerate(seq):
             if i >= _FANOUT:
                 break
@@ -486,8 +489,10 @@ def resolve(steps: tuple[Step, ...]) -> Any:
             t = type(obj)
             if issubclass(t, list) and key < list.__len__(obj):
                 obj = list.__getitem__(obj, key)
-            elif issubclass(t, (tuple, deque)) and key < len(obj):
-                obj = obj[key]
+            elif issubclass(t, tuple) and key < tuple.__len__(obj):
+                obj = tuple.__getitem__(obj, key)
+            elif issubclass(t, deque) and key < deque.__len__(obj):
+                obj = deque.__getitem__(obj, key)
             else:
                 return None
         if obj is None:
