@@ -4,7 +4,7 @@
  *
  * Why C: CPython calls every audit hook for every audit event of every thread, and
  * id() alone raises "builtins.id". A hook in Python runs Python code on each one: it made
- * copy.deepcopy 3.7x slower, and put a switch point for the GIL inside C calls of the
+ * copy.deepcopy 2-3.7x slower, and put a switch point for the GIL inside C calls of the
  * target (and of the agent). This hook is called the same way but returns after one
  * byte compare for every event whose name does not start with 'o'.
  *

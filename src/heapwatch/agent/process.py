@@ -80,7 +80,7 @@ class _TempWatch:
     (``_native/audit.c``): it runs no Python code, so the target's ``id()``,
     ``copy.deepcopy`` and the like keep their speed, and it never raises into the target.
     Without the native core no audit hook is added (one in Python runs on every audit
-    event of every thread: ``deepcopy`` ran 3.7x slower), and only the temp files the
+    event of every thread: ``deepcopy`` ran 2-3.7x slower), and only the temp files the
     target holds open are counted. The hook cannot be removed once added (PEP 578): after
     :func:`stop_watching` it returns at its second test."""
 
