@@ -97,7 +97,8 @@ class _TempWatch:
         self.created: set[bytes] = set()
         self.overflow = False
         self.ignore_threads: set[int] = set()
-        self.agent_cpu = 0.0  # CPU time of the agent's thread, as last read from it
+        self.agent_cpu = 0.0  # CPU time of the agent's threads, as last read from the agent
+        self.agent_cpu_base = 0.0  # CPU time of the agent's threads that have ended
         self.lock = threading.Lock()
 
     def arm(self) -> None:
@@ -184,6 +185,25 @@ def watch_files(ignore_thread: int | None = None) -> None:
         w.fork_registered = True
 
 
+def agent_thread_started() -> None:
+    """The calling thread is the agent's (a new one after each fork, in the parent too): its
+    files and its CPU time are not the target's."""
+    ident = threading.get_ident()
+    w = _WATCH
+    if ident not in w.ignore_threads:
+        w.ignore_threads.add(ident)
+        if w.active:
+            w.arm()
+
+
+def agent_thread_ending() -> None:
+    """The calling agent thread ends: its CPU time stays the agent's."""
+    try:
+        _WATCH.agent_cpu_base += time.thread_time()
+    except (OSError, AttributeError):
+        pass
+
+
 def _forget_parent() -> None:
     """In a forked child: what the parent created is the parent's, and so is its thread.
     (The C hook forgets its side in ``_native``'s own after-fork hook.)"""
@@ -192,6 +212,7 @@ def _forget_parent() -> None:
     _WATCH.pending_str.clear()
     _WATCH.pending_bytes.clear()
     _WATCH.ignore_threads = set()
+    _WATCH.agent_cpu = _WATCH.agent_cpu_base = 0.0  # a child's CPU time starts at zero
     _WATCH.active = False
     _WATCH.hooked = False
     _WATCH.stop_hook = None
@@ -244,7 +265,7 @@ def _target_cpu() -> float | None:
     snapshot, remembered for snapshots taken from other threads): the target's own work."""
     try:
         if threading.get_ident() in _WATCH.ignore_threads:
-            _WATCH.agent_cpu = time.thread_time()
+            _WATCH.agent_cpu = _WATCH.agent_cpu_base + time.thread_time()
         return max(0.0, time.process_time() - _WATCH.agent_cpu)
     except (OSError, AttributeError):
         return None
