@@ -138,12 +138,20 @@ def test_held_deep_recursion(workdir: str) -> None:
 
 def test_held_gc_disable_and_freeze(workdir: str) -> None:
     proc, out = run_clean(workdir, """
-        import gc, time
+        import gc, os, sqlite3, time
+        STORE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run", "run.sqlite")
         OLD = [[i] for i in range(10_000)]
         gc.disable()
         gc.freeze()
         NEW = []
-        for _ in range(15):
+
+        def snapshots():  # a handshake with the agent through its store, not a clock
+            with sqlite3.connect(STORE) as db:
+                return db.execute("SELECT count(*) FROM snapshots WHERE source = 'agent'"
+                                  ).fetchone()[0]
+
+        goal, deadline = snapshots() + 4, time.monotonic() + 120
+        while snapshots() < goal and time.monotonic() < deadline:
             NEW.extend([i] for i in range(100))
             time.sleep(0.1)
         print(gc.isenabled(), gc.get_freeze_count() >= 10_000, flush=True)

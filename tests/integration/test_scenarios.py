@@ -29,6 +29,12 @@ def test_scenario(name: str, tmp_path: Any) -> None:
     here = os.path.join(SCENARIOS, name)
     with open(os.path.join(here, "expected.json"), encoding="utf-8") as f:
         expected = json.load(f)
+    if expected.get("needs_native"):
+        from heapwatch.agent import core
+
+        mod, why = core.load_native()  # the target runs this interpreter, this environment
+        if mod is None:
+            pytest.skip(f"{expected['needs_native']}, and it cannot run here: {why}")
     cmd = [sys.executable if a == "python" else a for a in expected["command"]]
     out = str(tmp_path / "run")
     proc = heapwatch("run", "--interval", "0.5", "--duration", "20s", "--out", out, "--", *cmd,

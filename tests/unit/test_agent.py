@@ -172,3 +172,28 @@ def test_a_growing_container_on_a_thread_stack_is_sampled_between_walks(
     between = {s.seq for s in run.snapshots for i in s.items if i.key.startswith("<thread poller>")
                and s.seq in (4, 5)}
     assert between, "the thread's container was not sampled when no walk ran"
+
+
+def test_the_agent_thread_restarted_after_a_fork_is_still_the_agents(tmp_path: Any) -> None:
+    """A fork pauses the agent's thread and the parent starts a new one: its files and CPU
+    time must stay the agent's, not count as the target's."""
+    from heapwatch.agent import process
+
+    agent = make_agent(tmp_path, interval=0.05)
+    agent.start()
+    try:
+        first = agent._thread
+        assert first is not None
+        agent.snapshot()
+        agent.before_fork()  # what os.fork() runs first; no fork needed to test the parent
+        agent.after_fork_in_parent()
+        second = agent._thread
+        assert second is not None and second is not first
+        deadline = time.monotonic() + 30
+        while second.ident not in process._WATCH.ignore_threads:
+            assert time.monotonic() < deadline, "the new agent thread never registered"
+            time.sleep(0.01)
+        assert first.ident in process._WATCH.ignore_threads
+        assert process._WATCH.agent_cpu_base > 0  # the first thread's CPU time stays ours
+    finally:
+        agent.stop()

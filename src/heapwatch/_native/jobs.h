@@ -42,7 +42,8 @@ typedef struct hw_job {
 /* One X(name) per job, in init order. */
 #define HW_JOBS(X) \
     X(census) \
-    X(sampler)
+    X(sampler) \
+    X(audit)
 
 #define HW_DECLARE_JOB(name) extern const hw_job hw_job_##name;
 HW_JOBS(HW_DECLARE_JOB)

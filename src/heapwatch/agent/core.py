@@ -122,6 +122,12 @@ def _native() -> ModuleType | None:
     return load_native()[0]
 
 
+def native() -> ModuleType | None:
+    """``heapwatch._native`` when the native core runs (it also holds the jobs beside the
+    census, such as the audit hook of ``process.py``), else None."""
+    return _native()
+
+
 def info() -> CoreInfo:
     """The core that runs, and why it is not the native one."""
     if _forced == "python":

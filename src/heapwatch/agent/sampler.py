@@ -458,11 +458,17 @@ class Agent:
         finishes (final snapshot, control socket and registry entry removed), so that no
         one mistakes a dead agent for a running one."""
         try:
+            process.agent_thread_started()
             self._loop(resumed)
         except BaseException as exc:  # never let anything escape into the target
             try:
                 self._event("error", _describe_error("sampler", exc))
                 self._finish("error")
+            except BaseException:
+                pass
+        finally:
+            try:
+                process.agent_thread_ending()
             except BaseException:
                 pass
 

@@ -164,6 +164,12 @@ def _with_fit(ser: Series, f: Finding, params: AnalysisParams) -> Finding:
     return replace(f, fit=(slope, intercept, xs[start], xs[-1]))
 
 
+# The pure-Python core adds no audit hook to the target (a hook in Python slows every
+# id() and deepcopy of the target): it counts only the temp files the target holds open.
+TMP_FILES_NOTE = ("Temp files were counted while the target held them open: those it "
+                  "created and closed are counted only on the native core.")
+
+
 def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
     params = params or AnalysisParams()
     meta_run = run.meta.get("run") or {}
@@ -185,6 +191,8 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
     kept = retention_note(run.meta)
     if kept:
         notes.append(kept)
+    if source == "agent" and (agent_meta or {}).get("core") == "python":
+        notes.append(TMP_FILES_NOTE)
     ser = build(run, pid, source)
     n = len(ser.snapshots)
     findings: list[Finding] = []
