@@ -16,9 +16,10 @@ process exits; then the agent stops (final snapshot, its thread ends, tracemallo
 stopped if it started it, the sampling allocator hook of --trace sample is removed, or
 left as a pass-through when another hook was installed after it), report.json and
 report.md are written to --out, and the process keeps running. --trace sample needs
-heapwatch's C extension built for the target's Python; without it the agent runs auto. Each attach is logged (time, pid, method, user) in the run's
-metadata. Needs Linux, Python 3.10+ in the target, the same user (as root, --force to
-cross users) and, below 3.14, lldb (apt-get install -y lldb).
+heapwatch's C extension built for the target's Python; without it the agent runs auto.
+Each attach is logged (time, pid, method, user) in the run's metadata. Needs Linux,
+Python 3.10+ in the target, the same user (as root, --force to cross users) and, below
+3.14, lldb (apt-get install -y lldb).
 """
 
 from __future__ import annotations
