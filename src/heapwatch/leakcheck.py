@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from heapwatch.agent import census, paths
-from heapwatch.agent.items import _newest, sample_items
+from heapwatch.agent.items import _newest, _site_of, sample_items
 from heapwatch.agent.naming import main_stem, type_name
-from heapwatch.agent.sites import is_own, object_sites
+from heapwatch.agent.sites import is_own
 from heapwatch.analysis import AnalysisParams, analyze
 from heapwatch.analysis.findings import UNREACHABLE
 from heapwatch.analysis.trend import TrendParams, assess
@@ -66,6 +66,21 @@ KNOWN_CACHES = (
     "hypothesis.*", "coverage.*", "py.*", "unittest.*", "asyncio.*", "anyio.*",
     "pytest_asyncio.*", "xdist.*", "execnet.*", "heapwatch.*",
 )
+
+# Sites (allocation lines) of the test runner's own machinery: what it allocates and keeps
+# (its records of each setup, say) is not the test's growth.
+KNOWN_SITES = ("*/_pytest/*", "*/pluggy/*", "*/pytest_asyncio/*", "*/anyio/pytest_plugin.py:*",
+               "*/xdist/*", "*/execnet/*", "*/heapwatch/*")
+# A weak reference keeps nothing alive: what it points to is held elsewhere, and that is
+# the finding (a growing list of weakrefs mirrors it).
+_WEAK_TYPES = {"weakref.ReferenceType", "weakref", "weakref.KeyedRef", "weakcallableproxy",
+               "weakproxy"}
+
+# Objects that are parts of other objects (a class's tuples, descriptors and dict; an
+# instance's dict): when something else grows or was silenced, their growth is its growth.
+_PARTS = {"tuple", "dict", "list", "set", "frozenset", "getset_descriptor", "member_descriptor",
+          "cell", "function", "method", "builtin_function_or_method", "mappingproxy",
+          "wrapper_descriptor", "method_descriptor", "classmethod", "staticmethod", "property"}
 
 SCREEN_MIN = 6       # measured calls before a test with nothing rising passes
 SCREEN_CONFIRM = 10  # calls after which a rising series is judged with the trend test
@@ -353,7 +368,7 @@ def holder_ignored(path: str | None, patterns: Iterable[str]) -> bool:
         return False
     if _stdlib_cache(path):
         return True
-    return any(fnmatch.fnmatchcase(path, p) for p in (*KNOWN_CACHES, *patterns))
+    return any(fnmatch.fnmatchcase(path, p) for p in (*KNOWN_CACHES, *KNOWN_SITES, *patterns))
 
 
 def _bounded_lru(steps: tuple[paths.Step, ...] | None) -> bool:
@@ -369,16 +384,19 @@ def _bounded_lru(steps: tuple[paths.Step, ...] | None) -> bool:
         return False
 
 
-def _reach(obj: Any, k: int = 32, depth: int = 3, limit: int = 4000) -> set[int]:
-    """Ids of what the ``k`` newest items of container ``obj`` hold, ``depth`` levels down
-    (forward, through ``gc.get_referents``): the objects it keeps alive."""
+def _reach(obj: Any, k: int = 32, depth: int = 5, limit: int = 20_000,
+           start: list[Any] | None = None) -> set[int]:
+    """Ids of what the ``k`` newest items of container ``obj`` (or the objects ``start``)
+    hold, ``depth`` levels down (forward, through ``gc.get_referents``): the objects it keeps
+    alive."""
     out: set[int] = set()
-    level = [item for pair in _newest(obj, k) for item in pair if item is not None]
+    level = start if start is not None else [
+        item for pair in _newest(obj, k) for item in pair if item is not None]
     try:
         for _ in range(depth):
             nxt: list[Any] = []
             for o in level:
-                if id(o) in out or isinstance(o, type):
+                if id(o) in out:
                     continue
                 out.add(id(o))
                 if len(out) >= limit:
@@ -391,25 +409,79 @@ def _reach(obj: Any, k: int = 32, depth: int = 3, limit: int = 4000) -> set[int]
         level = []
 
 
-def _newest_of(name: str, k: int) -> list[tuple[Any, str | None]]:
-    """The ``k`` newest objects of type ``name`` allocated while tracing, by someone other
-    than heapwatch (the analysis itself makes dicts and lists), with their sites."""
-    stem = main_stem()
+def _bounded_caches() -> tuple[list[Any], list[tuple[str, int, int]]]:
+    """The cache dicts of every ``lru_cache`` with a ``maxsize`` that holds something
+    (typing's, for one, sit in closures the owner walk does not enter), and the code of the
+    functions they wrap: what such a function allocated and returned is held by its cache.
+    Unfreezes the heap: call it after the last measure."""
+    gc.unfreeze()
     objs = gc.get_objects()
     try:
-        got: list[tuple[Any, str | None]] = []
+        caches, codes = [], []
+        for o in objs:
+            if type(o) is functools._lru_cache_wrapper:
+                try:
+                    info = o.cache_info()
+                except Exception:
+                    continue
+                if info.maxsize is not None and info.currsize:
+                    cache = paths._lru_cache_dict(o)
+                    if cache is not None:
+                        caches.append(cache)
+                    code = _cached_code(o)
+                    if code is not None:
+                        codes.append(code)
+        return caches, codes
+    finally:
+        del objs
+
+
+def _frames_of(o: Any) -> list[tuple[str, int]]:
+    """Where ``o`` was allocated, oldest frame first; for an instance without a trace of its
+    own (CPython 3.11 managed dicts), the trace of the first traced thing it holds."""
+    tb = tracemalloc.get_object_traceback(o)
+    if tb is None and not isinstance(o, type):
+        for ref in gc.get_referents(o):
+            if not isinstance(ref, type):
+                tb = tracemalloc.get_object_traceback(ref)
+                if tb is not None:
+                    break
+    return [(f.filename, f.lineno) for f in tb] if tb is not None else []
+
+
+def _newest_of(name: str, k: int) -> tuple[list[tuple[int, str | None, list[tuple[str, int]]]],
+                                          set[int]]:
+    """The ``k`` newest objects of type ``name`` allocated while tracing, by someone other
+    than heapwatch (the analysis itself makes dicts and lists): id, site, frames; and the
+    ids of what they hold (three levels down)."""
+    stem = main_stem()
+    objs = gc.get_objects()
+    kept: list[Any] = []
+    try:
+        got: list[tuple[int, str | None, list[tuple[str, int]]]] = []
         for o in reversed(objs):
             if type_name(type(o), stem) != name:
                 continue
-            site, user = object_sites(o)
+            site, user = _site_of(o)
             if site is None or is_own(site.rpartition(":")[0]):
                 continue
-            got.append((o, user or site))
+            got.append((id(o), user or site, _frames_of(o)))
+            kept.append(o)
             if len(got) >= k:
                 break
-        return got
+        return got, _reach(None, depth=3, start=kept)
     finally:
         del objs
+        kept.clear()
+
+
+def _cached_code(wrapper: Any) -> tuple[str, int, int] | None:
+    """(file, first line, last line) of the function an ``lru_cache`` wraps."""
+    code = getattr(getattr(wrapper, "__wrapped__", None), "__code__", None)
+    if code is None:
+        return None
+    lines = [ln for _, _, ln in code.co_lines() if ln is not None]
+    return code.co_filename, code.co_firstlineno, max(lines, default=code.co_firstlineno)
 
 
 def _short(site: str | None) -> str | None:
@@ -463,7 +535,9 @@ def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
     done = 0
     samples: list[ItemSample] = []
     reached: dict[str, set[int]] = {}
-    newest: dict[str, list[tuple[int, str | None]]] = {}
+    newest: dict[str, list[tuple[int, str | None, list[tuple[str, int]]]]] = {}
+    cached_code: list[tuple[str, int, int]] = []
+    holds: dict[str, set[int]] = {}
     stem = main_stem()
     try:
         screen.measure()
@@ -484,8 +558,13 @@ def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
         objs.clear()
         for t in screen.grown_types(since, max(6.0, 0.5 * iterations)):
             name = type_name(t, stem)
-            newest[name] = [(id(o), s) for o, s in _newest_of(name, 16)]
+            newest[name], holds[name] = _newest_of(name, 16)
         fallback = _fallback_site()
+        caches, cached_code = _bounded_caches()
+        for cache in caches:
+            reached[f"<bounded lru_cache {id(cache):#x}>"] = _reach(cache)
+        caches.clear()
+        cache = None
     finally:
         if started and tracemalloc.is_tracing():
             tracemalloc.stop()
@@ -498,15 +577,23 @@ def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
     run = screen.run(since, names, samples)
     screen.clear()
     a = analyze(run, params_for(iterations))
-    return _verdicts(a.findings, [*patterns, *bounded], reached, newest, fallback), done
+    return _verdicts(a.findings, [*patterns, *bounded], reached, newest, fallback,
+                     cached_code, holds), done
+
+
+def _in_cached_call(frames: list[tuple[str, int]], code: list[tuple[str, int, int]]) -> bool:
+    return any(f == c[0] and c[1] <= ln <= c[2] for f, ln in frames for c in code)
 
 
 def _verdicts(findings: list[Finding], patterns: Sequence[str], reached: dict[str, set[int]],
-              newest: dict[str, list[tuple[int, str | None]]], fallback: str | None
-              ) -> list[Finding]:
+              newest: dict[str, list[tuple[int, str | None, list[tuple[str, int]]]]],
+              fallback: str | None, cached_code: Sequence[tuple[str, int, int]] = (),
+              holds: dict[str, set[int]] | None = None) -> list[Finding]:
     """The findings that fail the test: holders not ignored; type findings only when no
     container holds their newest objects (the container finding says it, or its holder
-    is ignored and so are they); a site where the items had none."""
+    is ignored and so are they) and they were not made by a bounded cache's function; a
+    site where the items had none."""
+    code = list(cached_code)
     out: list[Finding] = []
     for f in findings:
         if f.kind != "container" or f.severity not in ("high", "medium"):
@@ -514,17 +601,38 @@ def _verdicts(findings: list[Finding], patterns: Sequence[str], reached: dict[st
         if holder_ignored(f.path if f.path != UNREACHABLE else None, patterns):
             continue
         out.append(f)
+    types = [f for f in findings if f.kind == "type" and f.type
+             and f.severity in ("high", "medium")]
+    pool = [r for r in reached.values()]
+    silenced: set[str] = set()
+    changed = True
+    while changed:  # what a silenced type's objects hold is silenced with them
+        changed = False
+        for f in types:
+            assert f.type is not None
+            if f.type in silenced:
+                continue
+            got = newest.get(f.type, [])
+            ids = {i for i, _, _ in got}
+            if (f.type in _WEAK_TYPES
+                    or (ids and any(2 * len(ids & r) >= len(ids) for r in pool))
+                    or (got and 2 * sum(_in_cached_call(fr, code) for _, _, fr in got)
+                    >= len(got))):
+                silenced.add(f.type)
+                pool.append((holds or {}).get(f.type, set()))
+                changed = True
     for f in findings:
         if f.kind == "container" or f.severity not in ("high", "medium"):
             continue
-        if f.kind in ("files", "native"):
+        if f.kind in ("files", "native") or f.type in silenced:
+            continue
+        if f.kind == "type" and f.type in _PARTS and (silenced or any(
+                g.kind == "container" for g in out)):
             continue
         if f.kind == "type" and f.type:
             got = newest.get(f.type, [])
-            ids = {i for i, _ in got}
-            if ids and any(2 * len(ids & r) >= len(ids) for r in reached.values()):
-                continue
-            f = dataclasses.replace(f, site=f.site or next((s for _, s in got if s), None))
+            f = dataclasses.replace(f, site=f.site or next((s for _, s, _ in got if s), None)
+                                    or fallback)
         if f.kind in ("type", "site") and holder_ignored(f.site, patterns):
             continue
         out.append(f)
@@ -571,8 +679,9 @@ def _screen(screen: _Screen, call: Callable[[], None], fixed: int | None
             if fixed is None:
                 break
             continue
+        confirm_at = SCREEN_CONFIRM if fixed is None else min(SCREEN_CONFIRM, fixed)
         growing = ([label for label, v in rising if _growing(v)]
-                   if measured >= SCREEN_CONFIRM else [])
+                   if measured >= confirm_at else [])
         if growing:
             return measured, True, "grew: " + ", ".join(growing[:5])
         outcome = "rose, not clearly"

@@ -248,9 +248,11 @@ class _Refresher:
         self.count += 1
 
     def _fixturedefs(self) -> list[Any]:
-        info = getattr(self.item, "_fixtureinfo", None)
-        defs = getattr(info, "name2fixturedefs", None) or {}
-        return [fd for group in defs.values() for fd in group
+        """Every fixture definition of a wider scope (also those a plugin requests by name
+        at run time, as pytest-asyncio does for its loop)."""
+        manager = getattr(self.item.session, "_fixturemanager", None)
+        defs = getattr(manager, "_arg2fixturedefs", None) or {}
+        return [fd for group in list(defs.values()) for fd in group
                 if getattr(fd, "scope", "function") != "function"
                 and isinstance(getattr(fd, "_finalizers", None), list)]
 
