@@ -239,6 +239,9 @@ def run(
                     break
         except (KeyboardInterrupt, Interrupted):
             ended_by = "interrupt"
+            if notice is not None:
+                notice("stopping: final snapshot, then the reports (Ctrl-C again to leave "
+                       "the run as it is)")
         stop_load(load)
         if proc.poll() is None:
             _stop_target(proc, sock_path, reader.meta("agent") is not None)

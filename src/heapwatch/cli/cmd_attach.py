@@ -95,7 +95,7 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
     click.echo(f"heapwatch: agent stopped {ended.get(result.ended_by, '')}{gone}", err=True)
     analysis = analyze_run(result.run_dir)
     paths = write_reports(analysis, result.run_dir)
-    for line in summary_lines(analysis, paths["json"]):
+    for line in summary_lines(analysis, paths):
         click.echo(line, err=True)
     sys.exit(130 if result.ended_by == "interrupt" else 0)
 

@@ -3,12 +3,13 @@
 \b
   heapwatch run -- python app.py
   heapwatch run --interval 0.5s --duration 2m --out reports/mysvc -- python -m mysvc
-  heapwatch run --phase baseline=30s --phase load=2m:"python load.py --rps 50" \
+  heapwatch run --phase baseline=30s --phase load=2m:"python load.py --rps 50" \\
                 --phase peak=1m:"python load.py --rps 500" -- python -m mysvc
 
 The agent starts inside the Python interpreter of the command (through a bootstrap on
 PYTHONPATH), takes a snapshot every --interval, and the run ends when the command exits,
-after --duration, or on Ctrl-C; then report.json and report.md are written to --out.
+after --duration, or on Ctrl-C; then report.html (open it first), report.md and
+report.json are written to --out (default: reports/<script>-<time>).
 The command's stdin, stdout, stderr and exit code pass through (an end by --duration
 exits 0, Ctrl-C 130). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds.
 """

@@ -1,20 +1,56 @@
-"""The few lines printed at the end of a run."""
+"""The few lines printed at the end of a run: one fact a line, where to look first."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from heapwatch.analysis import Analysis
 
+# Which report a person should open first, then the others.
+_ORDER = ("html", "md", "json")
 
-def summary_lines(a: Analysis, report_path: str) -> list[str]:
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def headline(a: Analysis) -> str:
+    """The verdict and why, in one line; a target that ended early says so first."""
+    r = a.run
+    n = int(r.get("snapshots") or 0)
+    took = f"{_plural(n, 'snapshot')} over {_seconds(float(r.get('duration_s') or 0.0))}"
+    code = r.get("exit_code")
+    if a.verdict == "inconclusive" and code not in (None, 0) and a.agent.get("checked_in"):
+        return (f"heapwatch: INCONCLUSIVE - the target exited with {code} after "
+                f"{_seconds(float(r.get('duration_s') or 0.0))} ({took}): too short to "
+                f"judge; fix the target and run it again")
+    if a.verdict == "leak":
+        serious = sum(1 for f in a.findings if f.severity in ("high", "medium"))
+        return (f"heapwatch: LEAK - {_plural(serious, 'finding')} of high or medium severity "
+                f"({took})")
+    if a.verdict == "inconclusive" and a.agent.get("checked_in") is False:
+        return f"heapwatch: INCONCLUSIVE - only process figures were recorded ({took})"
+    return f"heapwatch: {a.verdict.upper()} - {a.verdict_reason} ({took})"
+
+
+def summary_lines(a: Analysis, reports: str | Mapping[str, str]) -> list[str]:
+    """``reports``: {format: path} as written (or the path of the one report)."""
+    paths = {"report": reports} if isinstance(reports, str) else dict(reports)
     first = a.findings[0] if a.findings else None
-    lines = [f"heapwatch: {a.verdict.upper()} ({a.run['snapshots']} snapshots over "
-             f"{a.run['duration_s']:.1f}s) - {a.verdict_reason}"]
-    if first is not None:
-        where = f" [allocated at {first.site}]" if first.site else ""
+    lines = [headline(a)]
+    if first is not None and a.verdict == "leak":
+        where = f", allocated at {first.site}" if first.site else ""
         lines.append(f"  top finding ({first.severity}): {first.title}{where}")
     elif a.notes:
-        lines.append(f"  {a.notes[0]}")
-    else:
-        lines.append("  no growing container, type, site or process figure")
-    lines.append(f"  report: {report_path}")
+        lines.append(f"  note: {a.notes[0]}")
+    ordered = [paths[k] for k in _ORDER if k in paths] + [
+        v for k, v in paths.items() if k not in _ORDER]
+    if ordered:
+        lines.append(f"  report: {ordered[0]}")
+    if len(ordered) > 1:
+        lines.append(f"  also: {', '.join(ordered[1:])}")
     return lines
