@@ -156,7 +156,8 @@ def test_leakcheck_all_names_holder_and_site_of_every_planted_leak(pytester: pyt
     result.assert_outcomes(failed=5, passed=1)
     text = result.stdout.str()
     lines = {m: marker_line(str(path), f"# {m}") for m in ("MEMO", "LIST", "CLOSURE", "DD")}
-    assert "test_planted._MEMO (dict of int) grows" in text and f"test_planted.py:{lines['MEMO']}" in text, text
+    assert "test_planted._MEMO (dict of int) grows" in text, text
+    assert f"test_planted.py:{lines['MEMO']}" in text
     assert "test_planted._LOG (list of str)" in text and f"test_planted.py:{lines['LIST']}" in text
     assert "test_planted.register.<closure>.handlers" in text
     # the defaultdict items are named by their holder; their type is never an ignore key
