@@ -114,3 +114,53 @@ def test_report_open_says_when_nothing_can_open(tmp_path: Any, monkeypatch: pyte
     cmd_report._open({"html": str(tmp_path / "report.html")})
     text = capsys.readouterr().err
     assert "no browser to open here" in text and "report.html" in text
+
+
+def test_ls_never_cuts_a_path_in_the_middle() -> None:
+    from heapwatch.cli.cmd_ls import short_command
+
+    cmd = ["/usr/local/bin/python3.11", "/home/someone/projects/service/src/app/main.py",
+           "--config", "/etc/service/production-settings-with-a-long-name.yaml", "--workers",
+           "8", "--verbose"]
+    text = short_command(cmd, width=60)
+    assert text == "python3.11 main.py --config …"
+    assert all(w in cmd or any(c.endswith("/" + w) for c in cmd) for w in text.split()
+               if w != "…")
+    assert len(text) <= 62
+
+
+def test_ls_of_a_run_directory_lists_that_run(tmp_path: Any) -> None:
+    from heapwatch.cli import cli
+    from heapwatch.model import ProcessStat, Snapshot
+    from heapwatch.store import Writer
+
+    run_dir = tmp_path / "svc-20261125-120000"
+    run_dir.mkdir()
+    w = Writer(str(run_dir / "run.sqlite"), meta={"run": {"command": ["python", "svc.py"]}})
+    w.write_snapshot(Snapshot(seq=1, pid=1, t=0.0, mono=0.0, reason="start", duration_s=0.0,
+                              phase=None, traced=False, process=ProcessStat(rss=1)))
+    w.close()
+    out = CliRunner().invoke(cli, ["ls", str(run_dir)])
+    assert out.exit_code == 0, out.output
+    assert "svc-20261125-120000" in out.output and "no runs" not in out.output
+
+
+def test_diff_hides_unchanged_rows_by_default() -> None:
+    from heapwatch.analysis import analyze
+    from heapwatch.analysis.diff import diff
+    from heapwatch.model import ContainerStat, ProcessStat, Snapshot
+    from heapwatch.store import RunData
+
+    def snap(i: int, grow: int) -> Snapshot:
+        conts = (ContainerStat("m.GROWS", "dict", 100 + grow, 0, "m.GROWS"),
+                 *(ContainerStat(f"m.SAME{k}", "list", 200, 0, f"m.SAME{k}") for k in range(19)))
+        return Snapshot(seq=i + 1, pid=7, t=float(i), mono=float(i), reason="interval",
+                        duration_s=0.0, phase=None, traced=False, process=ProcessStat(rss=1),
+                        containers=conts)
+
+    run = RunData(path="/tmp/x/run.sqlite", meta={"agent": {"pid": 7}},
+                  snapshots=[snap(i, 10 * i) for i in range(12)])
+    a = analyze(run)
+    d = diff(a, "1", "12")
+    assert [r.name for r in d.rows] == ["m.GROWS"] and d.unchanged == 19
+    assert len(diff(a, "1", "12", changed_only=False).rows) == 20
