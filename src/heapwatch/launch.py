@@ -222,7 +222,9 @@ def run(
                             seq=seq, pid=proc.pid, t=time.time(), mono=now, reason="external",
                             duration_s=0.0, phase=None, traced=False, process=stat,
                             source="external"))
-                    next_external = now + interval
+                    # often at first: a short non-Python run still gets a drawn RSS line
+                    next_external = now + (min(interval, 0.5) if now - started < 10.0
+                                           else interval)
                 if status is not None and now >= next_status:
                     n, rss, top = reader.progress()
                     rss_s = f"{rss / 1048576:.1f} MiB" if rss else "–"
@@ -255,7 +257,8 @@ def run(
     if not checked_in:
         reason = _no_agent_reason(run_dir, cmd, isolating)
     writer.set_meta({"launch": {"exit_code": code, "ended_by": ended_by,
-                                "checked_in": checked_in, "no_agent_reason": reason}})
+                                "checked_in": checked_in, "no_agent_reason": reason,
+                                "wall_s": round(time.monotonic() - started, 3)}})
     writer.close()
     for name in ("agent-config.json", "agent.claim"):
         try:

@@ -46,7 +46,7 @@ def test_a_target_that_failed_at_once_is_told_so() -> None:
            reason="too few snapshots to judge: run longer")
     text = headline(a)  # type: ignore[arg-type]
     assert "the target exited with 2 after 0.1 s" in text and "run longer" not in text
-    assert "1 snapshot over" in text
+    assert "(1 snapshot)" in text
 
 
 @pytest.mark.parametrize(("cmd", "name"), [

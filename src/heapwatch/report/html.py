@@ -225,11 +225,20 @@ def _finding(a: Analysis, f: Finding, pngs: Mapping[str, bytes]) -> str:
     return "\n".join(parts)
 
 
+def nothing_grew(a: Analysis) -> str:
+    """What an empty findings list means for this run."""
+    if a.agent.get("checked_in") is False:
+        return ("Only process figures were recorded (RSS, fds, threads): the Python heap was "
+                "not watched, so this run cannot say whether it leaks; among the process "
+                "figures, nothing grew without bound.")
+    return ("Nothing grew without bound: no container, type, allocation site or process "
+            "figure.")
+
+
 def _findings(a: Analysis, pngs: Mapping[str, bytes]) -> str:
     out = ['<section id="findings">', f"<h2>Findings ({len(a.findings)})</h2>"]
     if not a.findings:
-        out.append('<p class="empty">Nothing grew without bound: no container, type, '
-                   "allocation site or process figure.</p>")
+        out.append(f'<p class="empty">{_e(nothing_grew(a))}</p>')
     out.append("</section>")
     out += [_finding(a, f, pngs) for f in a.findings]
     return "\n".join(out)
@@ -259,14 +268,14 @@ def _comparison_value(key: str, value: Any) -> str:
 
 def _phases(a: Analysis, pngs: Mapping[str, bytes]) -> str:
     phases = charts.ordered_phases(a)
-    title = "Phases (derived)" if a.phases_derived else "Phases (marked)"
+    kind, why = charts.phases_shown(a)
+    title = {"marked": "Phases (marked)", "guessed": "Phases (guessed)"}.get(kind, "Phases")
     out = ['<section id="phases">', f"<h2>{title}</h2>"]
     if not phases:
-        out += ["<p>No phases: no snapshots were recorded.</p>", "</section>"]
+        out += [f"<p>{_prose(why) if a.phases else 'No phases: no snapshots were recorded.'}"
+                "</p>", "</section>"]
         return "\n".join(out)
-    out.append(f'<p class="note">{_e(_DERIVED)}</p>' if a.phases_derived else
-               '<p class="note">From the phase marks the run recorded; each phase runs until '
-               "the next mark.</p>")
+    out.append(f'<p class="note">{_prose(why)}</p>')
     marked = any("marked_at_s" in p for _, p in phases)
     head = ["phase", *(["marked at"] if marked else []), "from–to (s)", "snapshots",
             "RSS median", "p95", "max", "RSS trend", "objects", "gc 0/1/2", "fds", "threads"]
@@ -274,7 +283,10 @@ def _phases(a: Analysis, pngs: Mapping[str, bytes]) -> str:
     for name, p in phases:
         trend = (fmt_rate(p["rss_growth_per_hour"], "bytes")
                  if p.get("snapshots", 0) >= MIN_TREND_SNAPSHOTS
+                 and p["end_s"] - p["start_s"] >= charts.RATE_MIN_SECONDS
                  and isinstance(p.get("rss_growth_per_hour"), (int, float)) else "–")
+        if kind == "guessed" and name == "peak":
+            name = "peak (inside load)"
         gc = p.get("gc_collections") or []
         rows.append([
             f"<strong>{_e(name)}</strong>",
@@ -290,11 +302,13 @@ def _phases(a: Analysis, pngs: Mapping[str, bytes]) -> str:
     first_num = 2 if marked else 1
     out.append(_table(head, rows, cls="phases", numeric=range(first_num, len(head))))
     out.append(f'<p class="note">RSS trend: Theil–Sen slope within the phase, shown for phases '
-               f"of {MIN_TREND_SNAPSHOTS} snapshots or more. Objects: median of gc-tracked "
+               f"of {MIN_TREND_SNAPSHOTS} snapshots and {charts.RATE_MIN_SECONDS:.0f} s or "
+               "more (a rate per hour from a few seconds says nothing). Objects: median of "
+               "gc-tracked "
                "objects; gc 0/1/2: collections per generation.</p>")
     out.append(_img(pngs.get("phases") or charts.phase_bars(a),
                     "RSS median, p95 and max per phase"))
-    if a.phase_comparison:
+    if a.phase_comparison and any(n.startswith("after") for n, _ in phases):
         out.append("<h3>Does memory come back after load?</h3>")
         out.append('<p class="note">Differences of the phases\' RSS medians.</p>')
         out.append(_facts((_COMPARISON.get(k, k), _e(_comparison_value(k, v)))
@@ -343,8 +357,8 @@ def _growth(a: Analysis, pngs: Mapping[str, bytes]) -> str:
         out.append("<p>No container or finding series were recorded.</p>")
     else:
         out.append('<p class="note">The findings\' series first (red: their trend line), then '
-                   "the containers that grew most from their first to their last snapshot."
-                   "</p>")
+                   "the containers that grew most during the run: after warm-up, in more "
+                   "than one step (not what filled once at import).</p>")
         out.append(_img(pngs.get("growth") or charts.growth_multiples(a),
                         "small multiples of the growing series"))
     out.append("</section>")
@@ -356,7 +370,8 @@ def _run(a: Analysis) -> str:
     rows = [
         ("command", _code(_command(a))),
         ("pid", _e(r.get("pid", "–"))),
-        ("Python", _e(r.get("python") or "–")),
+        ("Python", _e(r.get("python") or ("– (the agent never ran in the target)"
+                                          if a.agent.get("checked_in") is False else "–"))),
         ("started", _e(r.get("started") or "–")),
         ("duration", _e(_seconds(r.get("duration_s")))),
         ("snapshots", _e(_opt_count(r.get("snapshots")))),

@@ -18,16 +18,25 @@ def _seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def _wall(a: Analysis) -> float:
+    """How long the target ran (the launcher's clock), else the snapshots' span."""
+    data = getattr(a, "data", None)
+    launch = (data.meta.get("launch") or {}) if data is not None else {}
+    wall = launch.get("wall_s")
+    return float(wall) if isinstance(wall, (int, float)) else float(
+        a.run.get("duration_s") or 0.0)
+
+
 def headline(a: Analysis) -> str:
     """The verdict and why, in one line; a target that ended early says so first."""
     r = a.run
     n = int(r.get("snapshots") or 0)
-    took = f"{_plural(n, 'snapshot')} over {_seconds(float(r.get('duration_s') or 0.0))}"
+    took = f"{_plural(n, 'snapshot')}; the target ran {_seconds(_wall(a))}"
     code = r.get("exit_code")
     if a.verdict == "inconclusive" and code not in (None, 0) and a.agent.get("checked_in"):
         return (f"heapwatch: INCONCLUSIVE - the target exited with {code} after "
-                f"{_seconds(float(r.get('duration_s') or 0.0))} ({took}): too short to "
-                f"judge; fix the target and run it again")
+                f"{_seconds(_wall(a))} ({_plural(n, 'snapshot')}): too short to judge; fix "
+                f"the target and run it again")
     if a.verdict == "leak":
         serious = sum(1 for f in a.findings if f.severity in ("high", "medium"))
         return (f"heapwatch: LEAK - {_plural(serious, 'finding')} of high or medium severity "
