@@ -173,3 +173,123 @@ def test_sigterm_to_heapwatch_takes_a_final_snapshot_then_ends_the_target(tmp_pa
     assert run.snapshots[-1].reason == "stop"
     assert run.meta["launch"]["ended_by"] == "interrupt"
     assert os.path.exists(os.path.join(out, "report.json"))
+
+
+def _start_run(tmp_path: Any, script_text: str) -> tuple[Any, str, int]:
+    """heapwatch run of a script printing its pid; wait for the agent to check in."""
+    import subprocess
+    import time
+
+    script = write(tmp_path / "svc.py", script_text)
+    out = str(tmp_path / "r")
+    proc = subprocess.Popen([sys.executable, "-m", "heapwatch", "run", "--interval", "0.2",
+                             "--out", out, "--", sys.executable, script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.path.join(out, "run.sqlite")) or \
+            open_run(out).meta.get("agent") is None:
+        assert time.monotonic() < deadline and proc.poll() is None, "agent never checked in"
+        time.sleep(0.02)
+    return proc, out, pid
+
+
+def _end(proc: Any) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _readline_until(stream: Any, needle: str) -> list[str]:
+    seen = []
+    for line in stream:
+        seen.append(line)
+        if needle in line:
+            return seen
+    raise AssertionError(f"{needle!r} never came: {seen}")
+
+
+def test_ctrl_c_says_it_is_stopping_then_reports(tmp_path: Any) -> None:
+    import signal
+
+    proc, out, _ = _start_run(tmp_path, """
+        import os, time
+        print(os.getpid(), flush=True)
+        while True:
+            time.sleep(0.05)
+    """)
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        seen = _readline_until(proc.stderr, "stopping: final snapshot")
+        rest = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        _end(proc)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "report: " in rest and os.path.exists(os.path.join(out, "report.html"))
+
+
+def test_a_second_ctrl_c_leaves_a_run_that_heapwatch_report_completes(tmp_path: Any) -> None:
+    import signal
+
+    proc, out, pid = _start_run(tmp_path, """
+        import os, signal, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a target slow to stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(os.getpid(), flush=True)
+        while True:
+            time.sleep(0.05)
+    """)
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        _readline_until(proc.stderr, "stopping: final snapshot")
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        _end(proc)
+    assert proc.returncode == 130, rest
+    assert "interrupted again" in rest and f"heapwatch report {out}" in rest, rest
+    assert "Aborted" not in rest and "Traceback" not in rest
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "the target was left running"
+    again = heapwatch("report", out)
+    assert again.returncode == 0, again.stderr
+    assert os.path.exists(os.path.join(out, "report.html"))
+
+
+def test_plain_progress_in_a_log(tmp_path: Any) -> None:
+    """stderr is a pipe here: progress comes as plain lines; the target ends only after
+    heapwatch printed one (a handshake through a file, no sleeping)."""
+    import subprocess
+
+    flag = tmp_path / "go"
+    script = write(tmp_path / "waits.py", f"""
+        import os, time
+        while not os.path.exists({str(flag)!r}):
+            time.sleep(0.05)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "heapwatch", "run", "--interval", "0.1",
+                             "--out", str(tmp_path / "r"), "--", sys.executable, script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = _readline_until(proc.stderr, "snapshots")
+        flag.write_text("1")
+        rest = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        _end(proc)
+    line = seen[-1]
+    assert line.startswith("heapwatch: ") and "\r" not in line and "\x1b" not in line
+    assert "RSS" in line and proc.returncode == 0, rest
