@@ -33,7 +33,7 @@ from heapwatch.analysis.projection import (
     projection,
 )
 from heapwatch.model import REPORT_SCHEMA, Finding
-from heapwatch.report import charts
+from heapwatch.report import charts, holders
 from heapwatch.units import fmt_bytes
 
 __all__ = ["CGROUP_ROOT", "MIN_TREND_SNAPSHOTS", "Projection", "cgroup_memory_limit",
@@ -219,6 +219,12 @@ def _finding(a: Analysis, f: Finding, pngs: Mapping[str, bytes]) -> str:
               *([_code(i["alloc_site"]) if i.get("alloc_site") else "–"] if inside else []),
               _e(i.get("sampled", ""))] for i in f.items),
             cls="items", numeric=[3 if inside else 2]))
+    links = holders.chain(f)
+    if links:
+        parts.append("<h4>Who holds it</h4>")
+        picture = holders.svg(links)
+        parts.append(f'<div class="holders">{picture}</div>' if picture else
+                     f'<pre class="holders">{_e(holders.as_text(links))}</pre>')
     parts.append(_img(pngs.get(f.id) or charts.finding_chart(a, f),
                       f"{f.id}: the series it was judged on, with its trend line"))
     parts.append("</article>")
@@ -453,6 +459,9 @@ code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:
  background:#f0f4f8;padding:1px 5px;border-radius:4px;overflow-wrap:anywhere}
 ul{margin:.2em 0;padding-left:1.3em}
 img.chart{display:block;max-width:100%;height:auto;margin:14px auto 4px}
+.holders{overflow-x:auto;margin:6px 0}.holders svg{max-width:100%;height:auto}
+pre.holders{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+ background:#f0f4f8;padding:8px 12px;border-radius:6px}
 footer{color:var(--muted);font-size:12px;margin-top:20px;text-align:center}
 @media print{body{background:#fff}section,article{break-inside:avoid}}
 """

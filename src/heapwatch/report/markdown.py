@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from heapwatch.analysis import Analysis
 from heapwatch.report.charts import ordered_phases, phases_shown
+from heapwatch.report.holders import as_text, chain
 from heapwatch.report.html import nothing_grew
 
 
@@ -59,6 +60,9 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
         out += ["| | |", "|---|---|"]
         out += [f"| {k} | `{_cell(v)}` |" for k, v in rows if v]
         out += ["", _cell(f.evidence), ""]
+        links = chain(f)
+        if links:
+            out += ["Who holds it:", "", "```", as_text(links), "```", ""]
         out += _chart(charts, f.id, f"{f.id}: its series and trend")
         if f.items:
             out += ["| item type | allocated at | sampled |", "|---|---|---|"]
