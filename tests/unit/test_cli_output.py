@@ -164,3 +164,11 @@ def test_diff_hides_unchanged_rows_by_default() -> None:
     d = diff(a, "1", "12")
     assert [r.name for r in d.rows] == ["m.GROWS"] and d.unchanged == 19
     assert len(diff(a, "1", "12", changed_only=False).rows) == 20
+
+
+@pytest.mark.parametrize("command", ["run", "attach", "report"])
+def test_help_names_report_html(command: str) -> None:
+    from heapwatch.cli import cli
+
+    out = CliRunner().invoke(cli, [command, "--help"]).output
+    assert "report.html" in out or "html" in out, out
