@@ -134,9 +134,11 @@ def run(
     status: Callable[[str], None] | None = None,
     notice: Callable[[str], None] | None = None,
     phases: list[Phase] | None = None,
+    max_snapshots: int | None = None,
 ) -> LaunchResult:
-    """Run ``cmd`` under the agent until it exits, ``duration`` passes, or the last of
-    ``phases`` ends (their clock starts when the agent checks in)."""
+    """Run ``cmd`` under the agent until it exits, ``duration`` passes, the agent has taken
+    ``max_snapshots`` snapshots, or the last of ``phases`` ends (their clock starts when
+    the agent checks in)."""
     check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
     meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
@@ -169,6 +171,7 @@ def run(
     started = time.monotonic()
     next_external = started
     next_status = started + 1.0
+    next_count = started
     checked_in = False
     ended_by = "exit"
     seq = 0
@@ -234,6 +237,11 @@ def run(
                 if duration is not None and now - started >= duration:
                     ended_by = "duration"
                     break
+                if max_snapshots is not None and checked_in and now >= next_count:
+                    next_count = now + 0.2
+                    if reader.progress()[0] >= max_snapshots:
+                        ended_by = "duration"  # a planned end, as by --duration
+                        break
                 if plan and phase_i < 0 and (checked_in or now - started >= 10.0):
                     next_phase(now)
                 elif plan and phase_i >= 0 and now >= phase_end and not next_phase(now):

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, execute
+from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, execute
 from heapwatch.errors import UsageError
 
 
@@ -32,10 +32,14 @@ def scenario_path(name: str) -> str:
 @click.option("--duration", type=DURATION, default="20s", show_default=True)
 @click.option("--interval", type=DURATION, default="0.5s", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None)
+@click.option("--snapshots", type=click.IntRange(2, 10_000_000), default=None,
+              help=SNAPSHOTS_HELP + " Replaces --duration.")
 @click.option("--scenario", default="pending_tracker", show_default=True,
               help="Which scenario under scenarios/ to run.")
-def command(duration: float, interval: float, out: str | None, scenario: str) -> None:
+def command(duration: float, interval: float, out: str | None, scenario: str,
+            snapshots: int | None) -> None:
     script = scenario_path(scenario)
     cmd = [sys.executable, script]
-    code = execute(cmd, out, interval, duration, "auto", None)
+    code = execute(cmd, out, interval, None if snapshots else duration, "auto", None, (),
+                   snapshots)
     sys.exit(0 if code in (0, 130) else code)

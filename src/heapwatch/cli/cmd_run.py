@@ -20,7 +20,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, execute
+from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, execute
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
@@ -40,7 +40,10 @@ from heapwatch.cli.options import DURATION, execute
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]",
               help="A phase of a schedule (repeatable): marked when it starts, CMD (a load "
                    "generator) runs during it; the command is stopped after the last one.")
+@click.option("--snapshots", type=click.IntRange(2, 10_000_000), default=None,
+              help=SNAPSHOTS_HELP)
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, out: str | None, trace: str,
-            trace_depth: int | None, phases: tuple[str, ...], cmd: tuple[str, ...]) -> None:
-    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases))
+            trace_depth: int | None, phases: tuple[str, ...], snapshots: int | None,
+            cmd: tuple[str, ...]) -> None:
+    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, snapshots))

@@ -22,12 +22,14 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION
+from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP
 
 
 @click.command("soak", help=__doc__)
 @click.option("--interval", type=DURATION, default="5s", show_default=True)
 @click.option("--duration", type=DURATION, default=None)
+@click.option("--snapshots", type=click.IntRange(2, 10_000_000), default=None,
+              help=SNAPSHOTS_HELP)
 @click.option("--out", type=click.Path(file_okay=False), default=None)
 @click.option("--trace", type=click.Choice(["auto", "on", "off"]), default="auto",
               show_default=True)
@@ -41,8 +43,8 @@ from heapwatch.cli.options import DURATION
 @click.option("--junit", type=click.Path(dir_okay=False), default=None)
 @click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None)
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(interval: float, duration: float | None, out: str | None, trace: str,
-            trace_depth: int | None, phases: tuple[str, ...], fail_on: str,
+def command(interval: float, duration: float | None, snapshots: int | None, out: str | None,
+            trace: str, trace_depth: int | None, phases: tuple[str, ...], fail_on: str,
             budgets: tuple[str, ...], min_window: float, ignores: tuple[str, ...],
             junit: str | None, history_path: str | None, cmd: tuple[str, ...]) -> None:
     from heapwatch import history, soak
@@ -58,7 +60,8 @@ def command(interval: float, duration: float | None, out: str | None, trace: str
 
         raise UsageError("--fail-on new needs --history FILE to know what is new")
     patterns = list(ignores) + soak.config_ignores(os.getcwd())
-    result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases)
+    result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases,
+                              snapshots=snapshots)
     outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window)
     finish(analysis)
     if junit:

@@ -26,9 +26,14 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 DURATION = Duration()
 
+SNAPSHOTS_HELP = ("Stop after this many snapshots: a count, not a clock (on a busy machine the "
+                  "agent stretches its interval, and a --duration may end with too few to "
+                  "judge). With --duration too, whichever comes first.")
+
 
 def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
-            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = ()) -> int:
+            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
+            snapshots: int | None = None) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch. A second Ctrl-C leaves the run as it is: every
     snapshot taken is in its store, and ``heapwatch report`` writes the reports."""
@@ -37,7 +42,7 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
     holder: dict[str, str] = {}
     try:
         result, analysis = record(cmd, out, interval, duration, trace, trace_depth,
-                                  phase_specs, holder)
+                                  phase_specs, holder, snapshots)
         finish(analysis)
     except KeyboardInterrupt:
         where = holder.get("run_dir", out or "the run directory")
@@ -83,7 +88,8 @@ def finish(analysis: Any) -> dict[str, str]:
 
 def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-           holder: dict[str, str] | None = None) -> tuple[Any, Any]:
+           holder: dict[str, str] | None = None, snapshots: int | None = None
+           ) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
 
     from heapwatch import launch
@@ -94,8 +100,9 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
     from heapwatch.schedule import parse_phase
 
     phases = [parse_phase(p) for p in phase_specs]
-    if phases and duration is not None:
-        raise UsageError("use either --duration or --phase: a schedule ends after its last phase")
+    if phases and (duration is not None or snapshots is not None):
+        raise UsageError("use either --duration/--snapshots or --phase: a schedule ends after "
+                         "its last phase")
     launch.check_command(cmd)
     if trace_depth is None:
         trace_depth = default_trace_depth(trace)
@@ -113,9 +120,11 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
         click.echo(f"heapwatch: {line}", err=True)
 
     click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
-               + (f" for {format_duration(duration)}" if duration else ""), err=True)
+               + (f" for {format_duration(duration)}" if duration else "")
+               + (f" up to {snapshots} snapshots" if snapshots else ""), err=True)
     result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
-                        status=status if tty else plain, notice=notice, phases=phases)
+                        status=status if tty else plain, notice=notice, phases=phases,
+                        max_snapshots=snapshots)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     return result, analyze_run(run_dir)
