@@ -87,6 +87,8 @@ SCREEN_CONFIRM = 10  # calls after which a rising series is judged with the tren
 SCREEN_MAX = 30      # calls after which an ambiguous rise is given up as noise
 DIAGNOSE = 12        # calls of the diagnosis (the trend test needs 8 after warm-up)
 TRACE_DEPTH = 10     # frames per traced allocation while diagnosing
+TRACED_CALLS = 4     # the last calls of the diagnosis run with tracemalloc on
+WALK_BUDGET_S = 0.5  # CPU seconds for one owner walk while diagnosing
 WARMUP = 2
 FLOOR = 8            # containers shorter than this are not followed one by one
 MIN_ITERATIONS = 8
@@ -106,6 +108,7 @@ class LeakResult:
     diagnosed: int = 0
     check_s: float = 0.0
     outcome: str = ""
+    check_cpu_s: float = 0.0  # the same, in CPU time of this thread (a busy machine inflates wall time)
 
     def __bool__(self) -> bool:
         return self.leaked
@@ -519,18 +522,20 @@ def _fallback_site() -> str | None:
 
 def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
               patterns: Sequence[str]) -> tuple[list[Finding], int]:
-    """``iterations`` more calls with tracemalloc on, watching the containers the owner
-    walk finds; then the analysis of a run names what grows, who holds it and where its
-    items were allocated. Returns the findings that fail the test and the calls run."""
-    found = paths.discover(FLOOR, 1.0, 1_000_000)
+    """``iterations`` more calls, watching the containers the owner walk finds, the last
+    :data:`TRACED_CALLS` of them with tracemalloc on (tracing slows the calls several
+    times; the newest items, whose sites are wanted, come from those calls); then the
+    analysis of a run names what grows, who holds it and where its items were allocated.
+    The costly explaining (item samples, holders of type findings, bounded caches) is
+    done only when the analysis found something. Returns the findings that fail the test
+    and the calls run."""
+    found = paths.discover(FLOOR, WALK_BUDGET_S, 1_000_000)
     try:
         screen.watch(found)
         bounded = {found.paths[oid] for oid, st in found.steps.items() if _bounded_lru(st)}
     finally:
         found.clear()
-    started = not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start(TRACE_DEPTH)
+    started = False
     since = screen.n
     done = 0
     samples: list[ItemSample] = []
@@ -538,13 +543,21 @@ def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
     newest: dict[str, list[tuple[int, str | None, list[tuple[str, int]]]]] = {}
     cached_code: list[tuple[str, int, int]] = []
     holds: dict[str, set[int]] = {}
+    fallback: str | None = None
     stem = main_stem()
+    params = params_for(iterations)
     try:
         screen.measure()
-        for _ in range(iterations):
+        for i in range(iterations):
+            if i == max(0, iterations - TRACED_CALLS) and not tracemalloc.is_tracing():
+                tracemalloc.start(TRACE_DEPTH)
+                started = True
             call()
             done += 1
             screen.measure()
+        if not any(f.severity in ("high", "medium") for f in
+                   analyze(screen.run(since, {}, []), params).findings):
+            return [], done
         grown = screen.grown_containers(since)
         objs = _objects_by_id({oid for oid, path in grown if path is None})
         for oid, path in grown:
@@ -570,13 +583,13 @@ def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
             tracemalloc.stop()
     names: dict[int, str] = {}
     if any(path is None for _, path in grown):
-        found = paths.discover(FLOOR, 1.0, 1_000_000)
+        found = paths.discover(FLOOR, WALK_BUDGET_S, 1_000_000)
         names = dict(found.paths)
         bounded |= {found.paths[oid] for oid, st in found.steps.items() if _bounded_lru(st)}
         found.clear()
     run = screen.run(since, names, samples)
     screen.clear()
-    a = analyze(run, params_for(iterations))
+    a = analyze(run, params)
     return _verdicts(a.findings, [*patterns, *bounded], reached, newest, fallback,
                      cached_code, holds), done
 
@@ -694,18 +707,23 @@ def run_check(step: Callable[[int], None], settings: Settings, name: str,
 
     ``step`` raises to end the check: any exception propagates (the test failed on that
     call), :class:`Stop` ends it without a verdict."""
-    t_total = time.perf_counter()
-    spent_in_calls = 0.0
+    t_total, c_total = time.perf_counter(), time.thread_time()
+    in_calls = [0.0, 0.0]  # wall, CPU
     calls = 0
 
     def call() -> None:
-        nonlocal spent_in_calls, calls
-        t = time.perf_counter()
+        nonlocal calls
+        t, c = time.perf_counter(), time.thread_time()
         try:
             step(calls)
         finally:
             calls += 1
-            spent_in_calls += time.perf_counter() - t
+            in_calls[0] += time.perf_counter() - t
+            in_calls[1] += time.thread_time() - c
+
+    def cost() -> tuple[float, float]:
+        return (time.perf_counter() - t_total - in_calls[0],
+                time.thread_time() - c_total - in_calls[1])
 
     fixed = settings.iterations
     for _ in range(settings.warmup):
@@ -714,24 +732,24 @@ def run_check(step: Callable[[int], None], settings: Settings, name: str,
     with _frozen():
         screened, confirmed, outcome = _screen(screen, call, fixed)
         if not confirmed:
-            check_s = time.perf_counter() - t_total - spent_in_calls
+            wall, cpu = cost()
             return LeakResult(False, [], calls, f"{name}: nothing kept growing over "
                               f"{screened} calls (after {settings.warmup} warm-up)", screened,
-                              0, check_s, outcome)
+                              0, wall, outcome, cpu)
         bad, done = _diagnose(screen, call, max(DIAGNOSE, fixed or 0), settings.ignore)
     del screen
-    check_s = time.perf_counter() - t_total - spent_in_calls
+    wall, cpu = cost()
     if not bad:
         return LeakResult(False, [], calls, f"{name}: the screen saw growth ({outcome}) but "
                           f"the diagnosis over {done} calls found nothing that grows without "
-                          f"bound", screened, done, check_s, "diagnosed: nothing")
+                          f"bound", screened, done, wall, "diagnosed: nothing", cpu)
     lines = [f"{name} leaks: after {settings.warmup} warm-up calls and {screened} screened, "
              f"{done} calls under the agent found:"]
     lines += [f"  {_describe(f)}" for f in bad[:5]]
     if fixtures_note:
         lines.append(f"  ({fixtures_note})")
-    return LeakResult(True, bad, calls, "\n".join(lines), screened, done, check_s,
-                      "diagnosed: leak")
+    return LeakResult(True, bad, calls, "\n".join(lines), screened, done, wall,
+                      "diagnosed: leak", cpu)
 
 
 def check(fn: Callable[[], Any], iterations: int | None = None, warmup: int = WARMUP,

@@ -171,6 +171,7 @@ class Manager:
         first = result.message.splitlines()[1].strip() if result.leaked else ""
         item.user_properties.append((PROPERTY, {
             "leaked": result.leaked, "check_s": round(result.check_s, 4),
+            "check_cpu_s": round(result.check_cpu_s, 4),
             "screened": result.screened, "diagnosed": result.diagnosed,
             "calls": result.iterations, "outcome": result.outcome, "first": first}))
 
@@ -188,11 +189,13 @@ class Manager:
         tr = terminalreporter
         leaks = [(n, v) for n, v in self.results if v.get("leaked")]
         costs = [float(v.get("check_s", 0.0)) for _, v in self.results]
+        cpu = [float(v.get("check_cpu_s", 0.0)) for _, v in self.results]
         diagnosed = sum(1 for _, v in self.results if v.get("diagnosed"))
         tr.write_sep("=", "heapwatch leakcheck")
         tr.write_line(f"checked {len(self.results)} test(s): {len(leaks)} leak, "
                       f"{diagnosed} diagnosed; checking cost per test median "
-                      f"{statistics.median(costs):.3f} s, total {sum(costs):.1f} s")
+                      f"{statistics.median(costs):.3f} s ({statistics.median(cpu):.3f} s CPU), "
+                      f"total {sum(costs):.1f} s")
         for nodeid, v in leaks:
             tr.write_line(f"LEAK {nodeid}: {v.get('first', '')}")
 
