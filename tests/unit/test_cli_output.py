@@ -172,3 +172,20 @@ def test_help_names_report_html(command: str) -> None:
 
     out = CliRunner().invoke(cli, [command, "--help"]).output
     assert "report.html" in out or "html" in out, out
+
+
+def test_the_reports_say_the_target_exited_too() -> None:
+    from heapwatch.analysis import analyze
+    from heapwatch.model import ProcessStat, Snapshot
+    from heapwatch.report import render_html, render_markdown
+    from heapwatch.store import RunData
+
+    snaps = [Snapshot(seq=i + 1, pid=5, t=100.0 + 0.05 * i, mono=0.05 * i, reason="interval",
+                      duration_s=0.0, phase=None, traced=False, process=ProcessStat(rss=1 << 20))
+             for i in range(2)]
+    meta = {"agent": {"pid": 5, "python": "3.11.7"}, "run": {"command": ["python", "x.py"]},
+            "launch": {"exit_code": 2, "checked_in": True, "wall_s": 0.1}}
+    a = analyze(RunData(path="/tmp/x/run.sqlite", meta=meta, snapshots=snaps))
+    assert a.verdict == "inconclusive"
+    for text in (render_html(a), render_markdown(a)):
+        assert "The target exited with 2 after 0.1 s" in text and "run longer" not in text

@@ -33,7 +33,7 @@ from heapwatch.analysis.projection import (
     projection,
 )
 from heapwatch.model import REPORT_SCHEMA, Finding
-from heapwatch.report import charts, holders
+from heapwatch.report import charts, holders, summary
 from heapwatch.units import fmt_bytes
 
 __all__ = ["CGROUP_ROOT", "MIN_TREND_SNAPSHOTS", "Projection", "cgroup_memory_limit",
@@ -175,7 +175,7 @@ def _banner(a: Analysis, proj: Projection | None) -> str:
         f'<header class="verdict {_e(cls)}" id="verdict">',
         '<div class="kicker">heapwatch verdict</div>',
         f"<h1>{_e(_VERDICT_TEXT.get(a.verdict, a.verdict))}</h1>",
-        f'<p class="reason">{_prose(a.verdict_reason)}</p>',
+        f'<p class="reason">{_prose(summary.reason(a))}</p>',
         f'<p class="meta">{_e(" · ".join(facts))} · {_code(_command(a))}</p>',
     ]
     if proj is not None and a.verdict == "leak":

@@ -8,6 +8,7 @@ from heapwatch.analysis import Analysis
 from heapwatch.report.charts import ordered_phases, phases_shown
 from heapwatch.report.holders import as_text, chain
 from heapwatch.report.html import nothing_grew
+from heapwatch.report.summary import reason
 
 
 def _cell(text: object) -> str:
@@ -30,7 +31,7 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
     out = [
         "# heapwatch report",
         "",
-        f"**Verdict: {a.verdict}** — {_cell(a.verdict_reason)}",
+        f"**Verdict: {a.verdict}** — {_cell(reason(a))}",
         "",
         f"- command: `{' '.join(r.get('command') or []) or '(in-process)'}`",
         f"- pid {r.get('pid')}, Python {r.get('python') or '– (no agent in the target)'}, "

@@ -27,16 +27,32 @@ def _wall(a: Analysis) -> float:
         a.run.get("duration_s") or 0.0)
 
 
+def early_exit(a: Analysis) -> str | None:
+    """"the target exited with 2 after 0.1 s" when it ended by itself, failing, before the
+    run could be judged; None otherwise."""
+    code = a.run.get("exit_code")
+    if a.verdict == "inconclusive" and code not in (None, 0) and a.agent.get("checked_in"):
+        return f"the target exited with {code} after {_seconds(_wall(a))}"
+    return None
+
+
+def reason(a: Analysis) -> str:
+    """Why the verdict, as the reports say it."""
+    early = early_exit(a)
+    if early:
+        return f"{early[0].upper()}{early[1:]}: too short to judge; fix the target and run it again."
+    return a.verdict_reason
+
+
 def headline(a: Analysis) -> str:
     """The verdict and why, in one line; a target that ended early says so first."""
     r = a.run
     n = int(r.get("snapshots") or 0)
     took = f"{_plural(n, 'snapshot')}; the target ran {_seconds(_wall(a))}"
-    code = r.get("exit_code")
-    if a.verdict == "inconclusive" and code not in (None, 0) and a.agent.get("checked_in"):
-        return (f"heapwatch: INCONCLUSIVE - the target exited with {code} after "
-                f"{_seconds(_wall(a))} ({_plural(n, 'snapshot')}): too short to judge; fix "
-                f"the target and run it again")
+    early = early_exit(a)
+    if early:
+        return (f"heapwatch: INCONCLUSIVE - {early} ({_plural(n, 'snapshot')}): too short to "
+                f"judge; fix the target and run it again")
     if a.verdict == "leak":
         serious = sum(1 for f in a.findings if f.severity in ("high", "medium"))
         return (f"heapwatch: LEAK - {_plural(serious, 'finding')} of high or medium severity "
