@@ -244,50 +244,40 @@ def _readline_until(stream: Any, needle: str) -> list[str]:
     raise AssertionError(f"{needle!r} never came: {seen}")
 
 
-def test_ctrl_c_says_it_is_stopping_then_reports(tmp_path: Any) -> None:
+def _interrupt(tmp_path: Any, body: str, times: int) -> tuple[int, str, int, str]:
+    """Ctrl-C ``times`` times, the second once heapwatch said it is stopping; return
+    (exit code, run directory, target pid, stderr after the first Ctrl-C)."""
     import signal
 
-    proc, out, _ = _start_run(tmp_path, """
-        import os, time
-        print(os.getpid(), flush=True)
-        while True:
-            time.sleep(0.05)
-    """)
+    proc, out, pid = _start_run(tmp_path, "import os, signal, time\n" + body
+                                + "print(os.getpid(), flush=True)\n"
+                                + "while True:\n    time.sleep(0.05)\n")
     try:
         proc.send_signal(signal.SIGINT)
         assert proc.stderr is not None
-        seen = _readline_until(proc.stderr, "stopping: final snapshot")
+        seen = "".join(_readline_until(proc.stderr, "stopping: final snapshot"))
+        if times > 1:
+            proc.send_signal(signal.SIGINT)
         rest = proc.stderr.read()
         proc.wait(timeout=120)
     finally:
         _end(proc)
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "report: " in rest and os.path.exists(os.path.join(out, "report.html"))
+    return proc.returncode, out, pid, seen + rest
+
+
+def test_ctrl_c_says_it_is_stopping_then_reports(tmp_path: Any) -> None:
+    code, out, _, err = _interrupt(tmp_path, "", 1)
+    assert code == 130, err
+    assert "report: " in err and os.path.exists(os.path.join(out, "report.html"))
 
 
 def test_a_second_ctrl_c_leaves_a_run_that_heapwatch_report_completes(tmp_path: Any) -> None:
-    import signal
-
-    proc, out, pid = _start_run(tmp_path, """
-        import os, signal, time
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a target slow to stop
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print(os.getpid(), flush=True)
-        while True:
-            time.sleep(0.05)
-    """)
-    try:
-        proc.send_signal(signal.SIGINT)
-        assert proc.stderr is not None
-        _readline_until(proc.stderr, "stopping: final snapshot")
-        proc.send_signal(signal.SIGINT)
-        rest = proc.stderr.read()
-        proc.wait(timeout=120)
-    finally:
-        _end(proc)
-    assert proc.returncode == 130, rest
-    assert "interrupted again" in rest and f"heapwatch report {out}" in rest, rest
-    assert "Aborted" not in rest and "Traceback" not in rest
+    slow_to_stop = ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n")
+    code, out, pid, err = _interrupt(tmp_path, slow_to_stop, 2)
+    assert code == 130, err
+    assert "interrupted again" in err and f"heapwatch report {out}" in err, err
+    assert "Aborted" not in err and "Traceback" not in err
     try:
         os.kill(pid, 0)
         alive = True
