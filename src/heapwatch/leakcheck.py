@@ -46,7 +46,7 @@ from typing import Any
 from heapwatch.agent import census, paths
 from heapwatch.agent.items import _newest, _site_of, sample_items
 from heapwatch.agent.naming import main_stem, type_name
-from heapwatch.agent.sites import is_own
+from heapwatch.agent.sites import is_own, is_stdlib
 from heapwatch.analysis import AnalysisParams, analyze
 from heapwatch.analysis.findings import UNREACHABLE
 from heapwatch.analysis.trend import TrendParams, assess
@@ -88,6 +88,7 @@ SCREEN_MAX = 30      # calls after which an ambiguous rise is given up as noise
 DIAGNOSE = 12        # calls of the diagnosis (the trend test needs 8 after warm-up)
 TRACE_DEPTH = 10     # frames per traced allocation while diagnosing
 TRACED_CALLS = 4     # the last calls of the diagnosis run with tracemalloc on
+CONFIRM_CALLS = 4    # first calls of the diagnosis: does a container or a type grow at all?
 WALK_BUDGET_S = 0.5  # CPU seconds for one owner walk while diagnosing
 WARMUP = 2
 FLOOR = 8            # containers shorter than this are not followed one by one
@@ -274,6 +275,19 @@ class _Screen:
             if len(lens) > start + 1 and lens[-1] > lens[start]:
                 out.append((oid, None))
         return out
+
+    def steady_growth(self, since: int, calls: int) -> bool:
+        """Did a container or a type grow at (nearly) every one of the last ``calls`` calls?"""
+        def steady(v: Sequence[int]) -> bool:
+            tail = list(v[-(calls + 1):])
+            ups = sum(1 for a, b in itertools.pairwise(tail) if b > a)
+            return len(tail) == calls + 1 and tail[-1] > tail[0] and ups >= calls - 1
+        if any(steady(v) for _, _, v in self.watched.values()):
+            return True
+        if any(steady(v) for oid, v in self.lens.items()
+               if self.first[oid] + len(v) == self.n):
+            return True
+        return any(steady(v) for v in self.types.values())
 
     def grown_types(self, since: int, need: float) -> list[type]:
         return [t for t, v in self.types.items() if len(v) > since and v[-1] - v[since] >= need]
@@ -506,18 +520,29 @@ def _objects_by_id(ids: set[int]) -> dict[int, Any]:
         del objs
 
 
+def _user_file(filename: str) -> bool:
+    return not (is_own(filename) or is_stdlib(filename) or filename.startswith("<")
+                or "site-packages" in filename or "dist-packages" in filename)
+
+
 def _fallback_site() -> str | None:
-    """The line (outside heapwatch) holding the most blocks allocated since tracing began:
-    where a container of untraceable items (small ints, interned strings) grows."""
+    """The user's line under which the most live blocks were allocated since tracing began:
+    where the items of a growing container were made when they have no trace of their
+    own (small ints, interned strings; instances with a managed dict on CPython 3.11)."""
     snap = tracemalloc.take_snapshot()
-    best: tuple[int, str] | None = None
-    for st in snap.statistics("lineno"):
-        frame = st.traceback[0]
-        if is_own(frame.filename) or frame.filename.startswith("<"):
-            continue
-        if best is None or st.count > best[0]:
-            best = (st.count, f"{frame.filename}:{frame.lineno}")
-    return best[1] if best else None
+    counts: dict[str, int] = {}
+    for st in snap.statistics("traceback"):
+        user = None
+        for f in reversed(st.traceback):  # newest first
+            if is_own(f.filename):
+                break  # heapwatch's own allocation (or the stdlib called by it)
+            if _user_file(f.filename):
+                user = f
+                break
+        if user is not None:
+            key = f"{user.filename}:{user.lineno}"
+            counts[key] = counts.get(key, 0) + st.count
+    return max(counts, key=lambda k: counts[k]) if counts else None
 
 
 def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
@@ -555,6 +580,10 @@ def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
             call()
             done += 1
             screen.measure()
+            if done == CONFIRM_CALLS and not screen.steady_growth(since, CONFIRM_CALLS):
+                # Allocator blocks rose, but no container (old ones too, now watched) and
+                # no type grows call after call: interned strings or allocator noise.
+                return [], done
         if not any(f.severity in ("high", "medium") for f in
                    analyze(screen.run(since, {}, []), params).findings):
             return [], done
