@@ -95,6 +95,12 @@ def run_suite(py: str, cwd: str, paths: list[str], extra: list[str], env: dict[s
     return time.perf_counter() - t, proc.stdout + proc.stderr, junit
 
 
+def times(junit: str) -> dict[str, float]:
+    """Wall time of each test's call (and setup/teardown) from a JUnit file."""
+    return {f"{c.get('classname')}::{c.get('name')}": float(c.get("time") or 0.0)
+            for c in ET.parse(junit).getroot().iter("testcase")}
+
+
 def checks(junit: str) -> list[tuple[str, dict[str, object]]]:
     out = []
     for case in ET.parse(junit).getroot().iter("testcase"):
@@ -116,9 +122,12 @@ def bench(py: str, name: str, tree: str, env: dict[str, str]) -> dict[str, objec
     if os.path.isdir(src):
         env = dict(env, PYTHONPATH=src)
     paths = SUITES[name]
-    plain_s, plain_out, _ = run_suite(py, tree, paths, ["-p", "no:heapwatch"], env)
+    plain_s, plain_out, plain_junit = run_suite(py, tree, paths, ["-p", "no:heapwatch"], env)
+    plain_times = times(plain_junit)
     checked_s, out, junit = run_suite(py, tree, paths, ["--leakcheck-all"], env)
     rows = checks(junit)
+    checked_times = times(junit)
+    added = [checked_times[n] - plain_times.get(n, 0.0) for n, _ in rows]
     costs = [float(v["check_s"]) for _, v in rows]  # type: ignore[arg-type]
     cpu = [float(v.get("check_cpu_s", 0.0)) for _, v in rows]  # type: ignore[arg-type]
     flagged = [(n, v) for n, v in rows if v.get("leaked")]
@@ -127,6 +136,10 @@ def bench(py: str, name: str, tree: str, env: dict[str, str]) -> dict[str, objec
           f"{outcome_line(out)} checked)")
     print(f"   plain {plain_s:.1f} s | --leakcheck-all {checked_s:.1f} s | ratio "
           f"{checked_s / plain_s:.1f}x")
+    if added:
+        print(f"   time a test takes more when checked (its repeated calls, fixtures set up "
+              f"again, the check): median {statistics.median(added):.3f} s, p90 "
+              f"{sorted(added)[int(0.9 * (len(added) - 1))]:.3f} s")
     if costs:
         print(f"   checking cost per test (wall): median {statistics.median(costs):.3f} s, p90 "
               f"{sorted(costs)[int(0.9 * (len(costs) - 1))]:.3f} s, max {max(costs):.2f} s, "
@@ -140,6 +153,7 @@ def bench(py: str, name: str, tree: str, env: dict[str, str]) -> dict[str, objec
     return {"suite": name, "tests": len(rows), "plain_s": plain_s, "checked_s": checked_s,
             "median_cost_s": statistics.median(costs) if costs else None,
             "median_cost_cpu_s": statistics.median(cpu) if cpu else None,
+            "median_added_s": statistics.median(added) if added else None,
             "flagged": [n for n, _ in flagged], "diagnosed": diagnosed}
 
 
