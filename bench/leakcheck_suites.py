@@ -40,7 +40,7 @@ SUITES = {"toolz": ["toolz/tests"], "attrs": ["tests/test_make.py", "tests/test_
 PLANTS = {
     # file, anchor line (the plant goes right after it), code, holder the message must name
     "memo": ("toolz/itertoolz.py", "def get(ind, seq, default=no_default):",
-             "    _PLANT_MEMO[(id(seq), repr(ind))] = len(_PLANT_MEMO)  # PLANT-MEMO",
+             "    _PLANT_MEMO[(len(_PLANT_MEMO), repr(ind))] = id(seq)  # PLANT-MEMO",
              "toolz.itertoolz._PLANT_MEMO"),
     "list": ("toolz/dicttoolz.py", "def merge(*dicts, **kwargs):",
              "    _PLANT_LOG.append([len(dicts)])  # PLANT-LIST", "toolz.dicttoolz._PLANT_LOG"),
@@ -170,10 +170,8 @@ def plant(tree: str, dest: str) -> dict[str, int]:
         i = text.index(anchor)
         body_at = text.index('"""', text.index('"""', i) + 3) + 3  # after the docstring
         body_at = text.index("\n", body_at) + 1
-        text = text[:body_at] + code + "\n" + text[body_at:]
-        text = HEADERS[key] + text if text.startswith('"') is False else text
-        if not text.startswith(HEADERS[key]):
-            text = HEADERS[key] + text
+        # the leak's holder at the end of the module (a global looked up at call time)
+        text = text[:body_at] + code + "\n" + text[body_at:] + "\n\n" + HEADERS[key]
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         with open(path, encoding="utf-8") as f:
