@@ -1,7 +1,9 @@
 """Wrap a command: start it with the agent's bootstrap, follow it, end it gracefully.
 
 The agent gets into the target through ``sitecustomize`` on ``PYTHONPATH`` (see
-``heapwatch/_bootstrap``). Ending a run asks the agent for its final snapshot over its
+``heapwatch/_bootstrap``); the target's children get theirs from the fork hook or the
+same bootstrap (``children``), and what has no agent is followed from outside
+(``heapwatch.observe``). Ending a run asks every agent for its final snapshot over its
 private control socket first, then ends the target with SIGINT, SIGTERM, then SIGKILL.
 """
 
@@ -23,7 +25,8 @@ import heapwatch
 from heapwatch.agent.sampler import AgentConfig
 from heapwatch.api import run_meta
 from heapwatch.errors import AgentError, LaunchError
-from heapwatch.model import Mark, ProcessStat, Snapshot
+from heapwatch.model import Mark
+from heapwatch.observe import TreeObserver
 from heapwatch.schedule import Phase, start_load, stop_load
 from heapwatch.store import STORE_NAME, LiveReader, Writer
 
@@ -81,8 +84,9 @@ def check_command(cmd: list[str]) -> None:
         raise LaunchError(f"command not found: {cmd[0]}")
 
 
-def child_env(config_path: str) -> dict[str, str]:
+def child_env(config_path: str, children: str = "all") -> dict[str, str]:
     env = dict(os.environ)
+    env["HEAPWATCH_CHILDREN"] = children
     orig = env.get("PYTHONPATH")
     env["HEAPWATCH_HAD_PYTHONPATH"] = "1" if orig is not None else "0"
     if orig is not None:
@@ -112,18 +116,6 @@ def send_command(sock_path: str, line: str, timeout: float = 30.0) -> str:
     return data.decode("utf-8", "replace").strip()
 
 
-def _external_stat(pid: int) -> ProcessStat | None:
-    try:
-        import psutil  # type: ignore[import-untyped]
-
-        p = psutil.Process(pid)
-        with p.oneshot():
-            return ProcessStat(rss=p.memory_info().rss, fds=p.num_fds(),
-                               threads=p.num_threads(), children=len(p.children()))
-    except Exception:
-        return None
-
-
 def run(
     cmd: list[str],
     run_dir: str,
@@ -134,20 +126,24 @@ def run(
     status: Callable[[str], None] | None = None,
     notice: Callable[[str], None] | None = None,
     phases: list[Phase] | None = None,
+    children: str = "all",
     max_snapshots: int | None = None,
 ) -> LaunchResult:
     """Run ``cmd`` under the agent until it exits, ``duration`` passes, the agent has taken
     ``max_snapshots`` snapshots, or the last of ``phases`` ends (their clock starts when
-    the agent checks in)."""
+    the agent checks in). ``children``: which child processes get an agent too: ``all``
+    (forked and exec'd Python children), ``fork`` (forked ones), ``none``; the others are
+    recorded from outside."""
     check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
     meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
     meta["cwd"] = os.getcwd()
+    meta["children"] = children
     writer = Writer(store_path, meta={"run": meta})
     sock_dir = tempfile.mkdtemp(prefix="heapwatch-")  # 0700: the control socket lives here
     sock_path = os.path.join(sock_dir, "agent.sock")
     config = AgentConfig(store=store_path, interval=interval, trace=trace,
-                         trace_depth=trace_depth, control=sock_path)
+                         trace_depth=trace_depth, control=sock_path, children=children)
     config_path = os.path.join(run_dir, "agent-config.json")
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -161,20 +157,19 @@ def run(
             notice(f"{cmd[0]} does not look like a Python program: unless it starts Python, "
                    f"only process figures (RSS, fds, threads) will be recorded")
     try:
-        proc = subprocess.Popen(cmd, env=child_env(config_path))
+        proc = subprocess.Popen(cmd, env=child_env(config_path, children))
     except OSError as exc:
         writer.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
         raise LaunchError(f"cannot start {cmd[0]}: {exc.strerror or exc}") from None
 
     reader = LiveReader(store_path)
+    observer = TreeObserver(writer, reader, proc.pid, interval, follow=children != "none")
     started = time.monotonic()
-    next_external = started
     next_status = started + 1.0
     next_count = started
     checked_in = False
     ended_by = "exit"
-    seq = 0
     old_term = signal.getsignal(signal.SIGTERM)
 
     def _on_term(signum: int, frame: object) -> None:
@@ -196,9 +191,11 @@ def run(
             return False
         ph = plan[phase_i]
         phase_end = now + ph.seconds
-        try:
-            send_command(sock_path, f"mark {ph.name}", timeout=10.0)
-        except AgentError:  # no agent: the mark still goes into the store
+        from heapwatch.control import broadcast
+
+        replies = broadcast(store_path, f"mark {ph.name}", first=sock_path, timeout=10.0)
+        if not any(r.startswith("ok") for _, r in replies):
+            # no agent: the mark still goes into the store
             writer.write_mark(Mark(t=time.time(), phase=ph.name, pid=proc.pid, source="schedule"))
         if notice is not None:
             notice(f"phase {ph.name} for {ph.seconds:g}s"
@@ -217,17 +214,7 @@ def run(
                 now = time.monotonic()
                 if not checked_in:
                     checked_in = reader.meta("agent") is not None
-                if not checked_in and now >= next_external:
-                    stat = _external_stat(proc.pid)
-                    if stat is not None:
-                        seq += 1
-                        writer.write_snapshot(Snapshot(
-                            seq=seq, pid=proc.pid, t=time.time(), mono=now, reason="external",
-                            duration_s=0.0, phase=None, traced=False, process=stat,
-                            source="external"))
-                    # often at first: a short non-Python run still gets a drawn RSS line
-                    next_external = now + (min(interval, 0.5) if now - started < 10.0
-                                           else interval)
+                observer.poll(now)
                 if status is not None and now >= next_status:
                     n, rss, top = reader.progress()
                     rss_s = f"{rss / 1048576:.1f} MiB" if rss else "–"
@@ -255,7 +242,7 @@ def run(
         stop_load(load)
         if proc.poll() is None:
             try:
-                _stop_target(proc, sock_path, reader.meta("agent") is not None)
+                _stop_target(proc, sock_path, store_path, reader.meta("agent") is not None)
             except (KeyboardInterrupt, Interrupted):
                 # Asked again: end the target now; the store keeps every finished snapshot.
                 proc.kill()
@@ -267,11 +254,19 @@ def run(
                 writer.close()
                 raise KeyboardInterrupt from None
         checked_in = checked_in or reader.meta("agent") is not None
+        try:
+            observer.poll(force=True)  # the ends nobody reported
+        except Exception:
+            pass
     finally:
         signal.signal(signal.SIGTERM, old_term)
         reader.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
     code = proc.returncode
+    if code is not None:
+        writer.end_process(proc.pid, time.time(), "exit",
+                           exit_code=code if code >= 0 else None,
+                           exit_signal=-code if code < 0 else None)
     reason = None
     if not checked_in:
         reason = _no_agent_reason(run_dir, cmd, isolating)
@@ -287,13 +282,17 @@ def run(
     return LaunchResult(run_dir, code, ended_by, checked_in, reason)
 
 
-def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, agent: bool) -> None:
-    """Final snapshot first, then SIGINT, SIGTERM, SIGKILL, each given time to work."""
-    if agent and os.path.exists(sock_path):
-        try:
-            send_command(sock_path, "stop", timeout=30.0)
-        except Exception:
-            pass
+def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, store: str, agent: bool
+                 ) -> None:
+    """Final snapshots first (every agent of the run, the root's first so that its fork
+    hook starts no new one), then SIGINT, SIGTERM, SIGKILL, each given time to work."""
+    from heapwatch.control import broadcast
+
+    try:
+        broadcast(store, "stop", first=sock_path if agent and os.path.exists(sock_path)
+                  else None, timeout=30.0)
+    except Exception:
+        pass
     for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         if proc.poll() is not None:
             return

@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Store versions this heapwatch can read: 1 (one process per run, no ``processes`` table).
+READABLE_SCHEMAS = (1, 2)
 REPORT_SCHEMA = "heapwatch.report/1"
 TRACE_MODES = ("auto", "on", "off")
 
@@ -92,6 +94,34 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """One process of a run (a run is a tree of processes). ``how`` it came to be watched:
+    ``root`` (the first Python process of ``heapwatch run``, or the attached one), ``fork``
+    (a forked child, given a fresh agent by the fork hook), ``exec`` (a Python child started
+    by exec, given the agent by the bootstrap), ``attach`` (entered by ``attach --tree``),
+    ``external`` (recorded from outside: not Python, or isolated with -I/-E/-S).
+    ``role`` is a guess (``main``, ``worker``, ``resource tracker``...), ``program`` the
+    program's name only: never its arguments. ``end_reason``: ``exit`` (the interpreter
+    exited), ``stop`` (the agent was stopped, the process went on), ``gone`` (seen to vanish
+    from outside), ``exec`` (replaced by exec). ``exit_code``/``exit_signal`` where
+    observable (the launched command's own)."""
+
+    pid: int
+    t_start: float
+    how: str
+    ppid: int | None = None
+    role: str | None = None
+    program: str | None = None
+    control: str | None = None
+    python: str | None = None
+    t_end: float | None = None
+    end_reason: str | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Mark:
     t: float
     phase: str
@@ -140,6 +170,7 @@ class Finding:
     series_key: str | None = None
     score: float = 0.0
     fit: tuple[float, float, float, float] | None = None  # slope/s, intercept, x from, x to
+    pid: int | None = None  # the process whose series this finding was judged on
 
     @property
     def fingerprint(self) -> str:
@@ -175,5 +206,6 @@ class Finding:
             "bytes": self.bytes,
             "series": self.series_key,
             "fingerprint": self.fingerprint,
+            "pid": self.pid,
         }
         return out

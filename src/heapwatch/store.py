@@ -3,7 +3,15 @@
 WAL mode and one transaction per snapshot, so a run killed at any moment keeps every
 finished snapshot and a reader can follow a live run. Strings that repeat (type names,
 sites, container keys) are interned in ``names``. The schema is versioned in ``meta``;
-a file from another version is refused with a clear error, never guessed at.
+a file from another version is refused with a clear error, never guessed at (version 1
+stores, from before runs had several processes, are still read).
+
+A run is a tree of processes: every watched process writes its own stream (snapshots by
+pid) through its own connection, and its lifecycle into ``processes`` and ``events``.
+Many writers share the file safely: WAL, ``BEGIN IMMEDIATE`` (a transaction takes the
+write lock up front, so two writers never deadlock upgrading), a busy timeout, and names
+interned inside the writing transaction (``INSERT OR IGNORE`` then read back), so ids are
+the same for every process.
 
 The writer is used inside the target by the agent, so this module needs the stdlib only.
 """
@@ -20,10 +28,12 @@ from typing import Any
 
 from heapwatch.errors import SchemaError, StoreError
 from heapwatch.model import (
+    READABLE_SCHEMAS,
     SCHEMA_VERSION,
     ContainerStat,
     ItemSample,
     Mark,
+    ProcessInfo,
     ProcessStat,
     Snapshot,
 )
@@ -63,7 +73,21 @@ CREATE TABLE IF NOT EXISTS marks (
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, t REAL NOT NULL, kind TEXT NOT NULL,
     message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS processes (
+    id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, ppid INTEGER, t_start REAL NOT NULL,
+    how TEXT NOT NULL, role TEXT, program TEXT, control TEXT, python TEXT,
+    t_end REAL, end_reason TEXT, exit_code INTEGER, exit_signal INTEGER);
+CREATE INDEX IF NOT EXISTS processes_by_pid ON processes (pid);
 """
+_PROCESS_COLUMNS = ("id, pid, ppid, t_start, how, role, program, control, python, t_end,"
+                    " end_reason, exit_code, exit_signal")
+
+
+def _process(row: tuple[Any, ...]) -> ProcessInfo:
+    return ProcessInfo(id=row[0], pid=row[1], ppid=row[2], t_start=row[3], how=row[4],
+                       role=row[5], program=row[6], control=row[7], python=row[8],
+                       t_end=row[9], end_reason=row[10], exit_code=row[11],
+                       exit_signal=row[12])
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -75,14 +99,15 @@ def _connect(path: str) -> sqlite3.Connection:
         raise StoreError(f"cannot open run store {path}: {exc}") from None
 
 
-def _check_version(conn: sqlite3.Connection, path: str) -> bool:
-    """True when the file already holds a heapwatch schema; raise when it holds another."""
+def _check_version(conn: sqlite3.Connection, path: str, write: bool = False) -> int | None:
+    """The file's schema version, None when it holds no schema yet; raise when it holds
+    another kind of file, or a version this heapwatch cannot read (``write``: append to)."""
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError:
         raise StoreError(f"{path} is not a heapwatch run store (not an SQLite file)") from None
     if not tables:
-        return False
+        return None
     if "meta" not in tables:
         raise StoreError(f"{path} is not a heapwatch run store (no meta table)")
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -92,13 +117,19 @@ def _check_version(conn: sqlite3.Connection, path: str) -> bool:
         version = int(row[0])
     except ValueError:
         raise SchemaError(f"{path} has an unknown schema version {row[0]!r}") from None
-    if version != SCHEMA_VERSION:
-        newer = "a newer" if version > SCHEMA_VERSION else "an older"
+    if version > SCHEMA_VERSION or version not in READABLE_SCHEMAS:
+        newer = "a newer" if version > SCHEMA_VERSION else "an unknown"
         raise SchemaError(
             f"{path} was written by {newer} heapwatch (store schema {version}; this one reads "
-            f"{SCHEMA_VERSION}): open it with the heapwatch version that wrote it"
+            f"{', '.join(map(str, READABLE_SCHEMAS))}): open it with the heapwatch version "
+            f"that wrote it"
         )
-    return True
+    if write and version != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path} was written by an older heapwatch (store schema {version}): it can be "
+            f"read and reported, but not recorded into; start a new run directory"
+        )
+    return version
 
 
 class Writer:
@@ -113,12 +144,13 @@ class Writer:
         self._lock = threading.Lock()
         self._names: dict[str, int] = {}
         self._cur: sqlite3.Cursor | None = None
+        self._parked = False  # connection closed for a fork; the next write reopens it
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise StoreError(f"cannot create run store {path}: directory {parent} does not exist")
         self._conn: sqlite3.Connection | None = _connect(path)
         try:
-            existing = _check_version(self._conn, path)
+            existing = _check_version(self._conn, path, write=True) is not None
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             if not existing:
@@ -154,6 +186,9 @@ class Writer:
             self.cur.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
     def _txn(self) -> Writer._Txn:
+        if self._conn is None and self._parked:
+            self._conn = _connect(self.path)
+            self._parked = False
         if self._conn is None:
             raise StoreError(f"run store {self.path} is closed")
         # One cursor for the writer's life: sqlite3 keeps a weak reference to every cursor
@@ -252,8 +287,106 @@ class Writer:
                 (pid, t, kind, message[:2000]),
             )
 
+    # -- the processes of a run ---------------------------------------------------------------
+    def register_process(self, info: ProcessInfo, supersedes: str = "gone") -> int:
+        """Record that ``info.pid`` is watched from now on (lifecycle event ``started``);
+        return its row id. A row recorded from outside for the same pid (seen before its
+        agent checked in) becomes this one; another open row of the pid is ended with
+        ``supersedes`` (``exec``: the process replaced its image; ``gone``: the pid was
+        reused after an exit nobody saw)."""
+        with self._lock, self._txn() as cur:
+            open_rows = cur.execute(
+                "SELECT id, how, t_start FROM processes WHERE pid=? AND t_end IS NULL"
+                " ORDER BY id", (info.pid,)).fetchall()
+            row_id: int | None = None
+            if info.how == "external":
+                # Seen from outside while (or just after) its agent registered: the agent's
+                # row stands.
+                agent = [rid for rid, how, _ in open_rows if how != "external"]
+                if agent:
+                    return int(agent[-1])
+            for rid, how, _t_start in open_rows:
+                if how == "external" and info.how != "external" and row_id is None:
+                    row_id = rid
+                    cur.execute(
+                        "UPDATE processes SET ppid=COALESCE(?, ppid), how=?, role=?, program=?,"
+                        " control=?, python=? WHERE id=?",
+                        (info.ppid, info.how, info.role, info.program, info.control,
+                         info.python, rid))
+                else:
+                    cur.execute("UPDATE processes SET t_end=?, end_reason=? WHERE id=?",
+                                (info.t_start, supersedes, rid))
+                    cur.execute("INSERT INTO events (pid, t, kind, message) VALUES (?,?,?,?)",
+                                (info.pid, info.t_start, "exited", supersedes))
+            if row_id is None:
+                cur.execute(
+                    f"INSERT INTO processes ({_PROCESS_COLUMNS}) VALUES"
+                    " (NULL,?,?,?,?,?,?,?,?,NULL,NULL,NULL,NULL)",
+                    (info.pid, info.ppid, info.t_start, info.how, info.role, info.program,
+                     info.control, info.python))
+                row_id = cur.lastrowid
+            what = " ".join(x for x in (info.how, info.role or "", info.program or "") if x)
+            cur.execute("INSERT INTO events (pid, t, kind, message) VALUES (?,?,?,?)",
+                        (info.pid, info.t_start, "started",
+                         what + (f" (parent {info.ppid})" if info.ppid else "")))
+            assert row_id is not None
+            return row_id
+
+    def end_process(self, pid: int, t: float, reason: str, exit_code: int | None = None,
+                    exit_signal: int | None = None) -> None:
+        """Record the end of the latest row of ``pid`` (lifecycle event ``exited``). An
+        exit code or signal learnt later (the launcher reaps the command after its agent
+        said ``exit``) is added to a row already ended."""
+        with self._lock, self._txn() as cur:
+            row = cur.execute("SELECT id, t_end FROM processes WHERE pid=? ORDER BY id DESC"
+                              " LIMIT 1", (pid,)).fetchone()
+            if row is None:
+                return
+            if row[1] is None:
+                cur.execute("UPDATE processes SET t_end=?, end_reason=?, exit_code=?,"
+                            " exit_signal=? WHERE id=?",
+                            (t, reason, exit_code, exit_signal, row[0]))
+            elif exit_code is not None or exit_signal is not None:
+                cur.execute("UPDATE processes SET exit_code=COALESCE(exit_code, ?),"
+                            " exit_signal=COALESCE(exit_signal, ?) WHERE id=?",
+                            (exit_code, exit_signal, row[0]))
+            else:
+                return
+            how = (f"signal {exit_signal}" if exit_signal is not None else
+                   f"code {exit_code}" if exit_code is not None else "code not observable")
+            cur.execute("INSERT INTO events (pid, t, kind, message) VALUES (?,?,?,?)",
+                        (pid, t, "exited", f"{reason}, {how}"))
+
+    # -- fork ---------------------------------------------------------------------------------
+    def suspend(self, timeout: float) -> bool:
+        """Before a fork: wait (at most ``timeout`` s) for the write in flight, then close the
+        connection, so that the child inherits no SQLite state: no mutex held by a call in
+        flight, nothing of the parent's file locks in SQLite's per-process lock table (a
+        connection opened in the child would trust them). False when the write did not end
+        in time (then nothing changed). Holds the writer's lock until :meth:`resume`; the
+        next write reopens the connection."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+            self._cur = None
+            self._parked = True
+        return True
+
+    def resume(self) -> None:
+        """After the fork, in the parent: writes go on (the connection reopens on the next)."""
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass
+
     def close(self) -> None:
         with self._lock:
+            self._parked = False
             if self._conn is not None:
                 try:
                     self._conn.close()
@@ -274,10 +407,11 @@ class Writer:
         """Forget the connection without touching it (after fork: it belongs to the parent)."""
         self._conn = None
         self._cur = None
+        self._parked = False
 
     @property
     def closed(self) -> bool:
-        return self._conn is None
+        return self._conn is None and not self._parked
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
@@ -294,6 +428,8 @@ class RunData:
     snapshots: list[Snapshot]
     marks: list[Mark] = field(default_factory=list)
     events: list[tuple[int, float, str, str]] = field(default_factory=list)
+    processes: list[ProcessInfo] = field(default_factory=list)  # empty in version 1 stores
+    schema: int = SCHEMA_VERSION
 
     @property
     def agent_snapshots(self) -> list[Snapshot]:
@@ -311,16 +447,17 @@ def open_run(path: str) -> RunData:
         raise StoreError(f"no run store at {path}: give a run directory or its {STORE_NAME}")
     conn = _connect(path)
     try:
-        if not _check_version(conn, path):
+        version = _check_version(conn, path)
+        if version is None:
             raise StoreError(f"{path} is empty: the run never started writing")
-        return _load(conn, path)
+        return _load(conn, path, version)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot read run store {path}: {exc}") from None
     finally:
         conn.close()
 
 
-def _load(conn: sqlite3.Connection, path: str) -> RunData:
+def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
     meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
     names = dict(conn.execute("SELECT id, name FROM names"))
     types: dict[int, dict[str, int]] = {}
@@ -375,7 +512,12 @@ def _load(conn: sqlite3.Connection, path: str) -> RunData:
         for pid, t, phase, src in conn.execute("SELECT pid, t, phase, source FROM marks ORDER BY t")
     ]
     events = list(conn.execute("SELECT pid, t, kind, message FROM events ORDER BY t, id"))
-    return RunData(path=path, meta=meta, snapshots=snaps, marks=marks, events=events)
+    procs: list[ProcessInfo] = []
+    if version >= 2:
+        procs = [_process(r) for r in conn.execute(
+            f"SELECT {_PROCESS_COLUMNS} FROM processes ORDER BY t_start, id")]
+    return RunData(path=path, meta=meta, snapshots=snaps, marks=marks, events=events,
+                   processes=procs, schema=version)
 
 
 class LiveReader:
@@ -412,6 +554,14 @@ class LiveReader:
             return 0, None, None
         top = f"{grower[0]} +{grower[1]}" if grower and grower[1] > 0 else None
         return len(rows), rows[-1][1], top
+
+    def processes(self) -> list[ProcessInfo]:
+        """The processes of the run so far (none while it has not written any)."""
+        try:
+            return [_process(r) for r in self._conn.execute(
+                f"SELECT {_PROCESS_COLUMNS} FROM processes ORDER BY id")]
+        except sqlite3.Error:
+            return []
 
     def close(self) -> None:
         self._conn.close()

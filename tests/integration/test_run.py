@@ -7,6 +7,7 @@ import sys
 import textwrap
 from typing import Any
 
+import pytest
 from helpers import ROOT, heapwatch, report
 
 from heapwatch.store import open_run
@@ -36,7 +37,9 @@ def test_io_and_exit_code_pass_through(tmp_path: Any) -> None:
     assert rep["run"]["exit_code"] == 3
 
 
-def test_target_sitecustomize_runs_and_children_get_a_clean_env(tmp_path: Any) -> None:
+@pytest.mark.parametrize("children", ["all", "none"])
+def test_target_sitecustomize_runs_and_children_get_a_clean_env(children: str, tmp_path: Any
+                                                                ) -> None:
     site = tmp_path / "site"
     site.mkdir()
     marker = tmp_path / "sitecustomize-ran"
@@ -49,10 +52,12 @@ def test_target_sitecustomize_runs_and_children_get_a_clean_env(tmp_path: Any) -
         print("parent-has-agent", "heapwatch.agent" in sys.modules)
     """)
     env = dict(os.environ, PYTHONPATH=str(site))
-    proc = heapwatch("run", "--interval", "0.2", "--out", str(tmp_path / "r"), "--",
-                     sys.executable, script, env=env)
+    proc = heapwatch("run", "--interval", "0.2", "--children", children, "--out",
+                     str(tmp_path / "r"), "--", sys.executable, script, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [str(site), "False", "parent-has-agent True"]
+    # the child sees its own environment; with --children all it runs an agent of its own
+    child_agent = str(children == "all")
+    assert proc.stdout.splitlines() == [str(site), child_agent, "parent-has-agent True"]
     assert marker.read_text() == "yes"
 
 

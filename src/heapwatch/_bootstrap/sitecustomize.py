@@ -1,10 +1,18 @@
 """heapwatch bootstrap, put first on PYTHONPATH by ``heapwatch run``.
 
-It restores the environment the target would have had (so children do not inherit the
-agent), runs the target's own ``sitecustomize`` if it has one, then starts heapwatch's
-agent from the package directory alone: nothing else of heapwatch's environment becomes
-importable in the target. It never raises and never prints: failures go to a file in
-the run directory, where ``heapwatch run`` finds them.
+It restores the environment the target sees (``os.environ`` shows what it would have been
+without heapwatch), runs the target's own ``sitecustomize`` if it has one, then starts
+heapwatch's agent from the package directory alone: nothing else of heapwatch's
+environment becomes importable in the target. It never raises and never prints: failures
+go to a file in the run directory, where ``heapwatch run`` finds them.
+
+Children (``--children all``): the bootstrap's variables stay in the process's C-level
+environment, which ``exec`` passes on when no environment is given (``subprocess`` and
+``os.system`` by default, multiprocessing's spawn and forkserver), so a Python child
+starts its own agent the same way; only ``os.environ`` is restored (without ``unsetenv``).
+A child given an explicit environment built from ``os.environ`` gets no agent, as it
+would get none of heapwatch's variables. With ``--children fork`` or ``none`` the C-level
+environment is restored too, as before.
 """
 
 
@@ -14,14 +22,37 @@ def _heapwatch_bootstrap() -> None:
 
     here = os.path.dirname(os.path.abspath(__file__))
     env = os.environ
-    config = env.pop("HEAPWATCH_AGENT_CONFIG", None)
-    pkg_parent = env.pop("HEAPWATCH_PKG_DIR", None)
-    had = env.pop("HEAPWATCH_HAD_PYTHONPATH", None)
-    orig = env.pop("HEAPWATCH_ORIG_PYTHONPATH", "")
+    config = env.get("HEAPWATCH_AGENT_CONFIG")
+    pkg_parent = env.get("HEAPWATCH_PKG_DIR")
+    children = env.get("HEAPWATCH_CHILDREN", "none")
+    had = env.get("HEAPWATCH_HAD_PYTHONPATH")
+    orig = env.get("HEAPWATCH_ORIG_PYTHONPATH", "")
+    inherit = children == "all"
+    data = getattr(env, "_data", None)
+    encode_key = getattr(env, "encodekey", None)
+    encode_value = getattr(env, "encodevalue", None)
+    if data is None or encode_key is None or encode_value is None:
+        inherit = False  # not CPython's os._Environ: restore everything the usual way
+
+    def forget(key: str) -> None:
+        if inherit:
+            data.pop(encode_key(key), None)  # type: ignore[union-attr,misc]
+        else:
+            env.pop(key, None)
+
+    def assign(key: str, value: str) -> None:
+        if inherit:
+            data[encode_key(key)] = encode_value(value)  # type: ignore[index,misc]
+        else:
+            env[key] = value
+
+    for key in ("HEAPWATCH_AGENT_CONFIG", "HEAPWATCH_PKG_DIR", "HEAPWATCH_CHILDREN",
+                "HEAPWATCH_HAD_PYTHONPATH", "HEAPWATCH_ORIG_PYTHONPATH"):
+        forget(key)
     if had == "1":
-        env["PYTHONPATH"] = orig
+        assign("PYTHONPATH", orig)
     elif had == "0":
-        env.pop("PYTHONPATH", None)
+        forget("PYTHONPATH")
 
     def _same(p: str) -> bool:
         try:
@@ -34,13 +65,23 @@ def _heapwatch_bootstrap() -> None:
     if not config or not pkg_parent:
         return
     run_dir = os.path.dirname(os.path.abspath(config))
+    how = "root"
+    claim = os.path.join(run_dir, "agent.claim")
     try:
-        # The first Python process of the command takes the agent; its children don't.
-        fd = os.open(os.path.join(run_dir, "agent.claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        # The first Python process of the command is the run's root; the others are children.
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
     except OSError:
-        return
+        try:
+            with open(claim, encoding="ascii") as f:
+                root = f.read().strip()
+        except OSError:
+            root = ""
+        if root != str(os.getpid()):  # the root itself, exec'ing a new image, stays root
+            how = "exec"
+        if how == "exec" and children != "all":
+            return
     try:
         import importlib.util
 
@@ -58,12 +99,19 @@ def _heapwatch_bootstrap() -> None:
             except BaseException:
                 sys.modules.pop("heapwatch", None)
                 raise
-        from heapwatch.agent import Agent, AgentConfig
+        from dataclasses import replace
 
-        Agent(AgentConfig.from_file(config)).start()
+        from heapwatch.agent import Agent, AgentConfig
+        from heapwatch.agent.lineage import child_control
+
+        cfg = AgentConfig.from_file(config)
+        if how == "exec":
+            cfg = replace(cfg, control=child_control(cfg.control, os.getpid()))
+        Agent(cfg, how=how, ppid=os.getppid()).start()
     except BaseException as exc:
         try:
-            with open(os.path.join(run_dir, "agent-error.txt"), "w", encoding="utf-8") as f:
+            name = "agent-error.txt" if how == "root" else f"agent-error-{os.getpid()}.txt"
+            with open(os.path.join(run_dir, name), "w", encoding="utf-8") as f:
                 f.write(f"{type(exc).__name__}: {exc}\n")
         except Exception:
             pass

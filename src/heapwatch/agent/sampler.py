@@ -22,13 +22,25 @@ import threading
 import time
 import tracemalloc
 from collections import deque
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, cast
 
-from heapwatch.agent import census, items, naming, paths, process, registry, sites
+from heapwatch.agent import census, items, lineage, naming, paths, process, registry, sites
 from heapwatch.errors import AgentError
-from heapwatch.model import TRACE_MODES, ContainerStat, ItemSample, Mark, ProcessStat, Snapshot
+from heapwatch.model import (
+    TRACE_MODES,
+    ContainerStat,
+    ItemSample,
+    Mark,
+    ProcessInfo,
+    ProcessStat,
+    Snapshot,
+)
 from heapwatch.store import Writer
+
+# Before a fork the agent's thread is stopped and the store connection closed (see
+# Agent.before_fork); a snapshot in flight gets this long to finish before the fork goes on.
+FORK_QUIESCE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class AgentConfig:
     sample_items: int = 8
     max_suspects: int = 10
     discover_every: int = 5
+    children: str = "all"  # follow forked children (fork), exec'd ones too (all), or none
     run_meta: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +72,9 @@ class AgentConfig:
             raise AgentError(f"interval must be greater than zero, not {self.interval!r}")
         if self.trace_depth < 0:
             raise AgentError(f"trace_depth must be 0 or more, not {self.trace_depth!r}")
+        if self.children not in lineage.CHILDREN_MODES:
+            raise AgentError(f"children must be one of {', '.join(lineage.CHILDREN_MODES)}, "
+                             f"not {self.children!r}")
 
     @classmethod
     def from_file(cls, path: str) -> AgentConfig:
@@ -86,10 +102,16 @@ def _describe_error(where: str, exc: BaseException) -> str:
 
 
 class Agent:
-    """Samples the process it lives in. Use through ``heapwatch.start()`` or ``heapwatch run``."""
+    """Samples the process it lives in. Use through ``heapwatch.start()`` or ``heapwatch run``.
 
-    def __init__(self, config: AgentConfig) -> None:
+    ``how`` it came to watch this process (see :class:`heapwatch.model.ProcessInfo`): the
+    ``root`` agent speaks for the run (its ``agent`` metadata); the others (``fork``,
+    ``exec``, ``attach``) only add their own stream and lifecycle to the store."""
+
+    def __init__(self, config: AgentConfig, how: str = "root", ppid: int | None = None) -> None:
         self.config = config
+        self.how = how
+        self.ppid = ppid
         self.pid = os.getpid()
         self._writer: Writer | None = None
         self._lock = threading.RLock()
@@ -120,15 +142,30 @@ class Agent:
         self._wake_r, self._wake_w = -1, -1
         self._sock: socket.socket | None = None
         self._interval = config.interval
+        self._due = 0.0
+        # Fork: the thread is paused around a fork (see before_fork).
+        self._pause_lock = threading.Lock()
+        self._pausing = False
+        self._paused = False
+        self._fork_ready = False
+        self._fork_filter: tuple[Any, ...] | None = None
+        self._fork_filter_until = 0.0
+        self.inherited_tracing = False  # a forked child's parent agent had tracemalloc on
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
         self._writer = Writer(cfg.store, meta={"run": cfg.run_meta} if cfg.run_meta else None)
         self._own_ids.update(self._writer.internal_ids())
-        preexisting = tracemalloc.is_tracing()
+        if self.inherited_tracing and tracemalloc.is_tracing():
+            # The parent's agent was tracing when it forked: ours to keep (on) or end (auto).
+            if cfg.trace == "on" and cfg.trace_depth > 0:
+                self._started_tracemalloc = True
+            else:
+                tracemalloc.stop()
+        preexisting = tracemalloc.is_tracing() and not self._started_tracemalloc
         self._mode = "on" if preexisting and cfg.trace == "auto" else cfg.trace
-        if self._mode == "on" and cfg.trace_depth > 0 and not preexisting:
+        if self._mode == "on" and cfg.trace_depth > 0 and not tracemalloc.is_tracing():
             tracemalloc.start(cfg.trace_depth)
             self._started_tracemalloc = True
         self._wake_r, self._wake_w = os.pipe()
@@ -136,7 +173,14 @@ class Agent:
         os.set_blocking(self._wake_w, False)
         if cfg.control:
             self._sock = self._listen(cfg.control)
-        self._writer.set_meta(
+        ppid = self.ppid if self.ppid is not None else os.getppid()
+        program, role = lineage.describe(self.how, ppid=ppid if self.how != "root" else None)
+        self._writer.register_process(ProcessInfo(
+            pid=self.pid, t_start=time.time(), how=self.how, ppid=ppid, role=role,
+            program=program, control=cfg.control, python=sys.version.split()[0]),
+            supersedes="exec" if self.how == "root" else "gone")
+        if self.how == "root":
+            self._writer.set_meta(
             {
                 "agent": {
                     "pid": self.pid,
@@ -151,9 +195,10 @@ class Agent:
                     "tracemalloc_preexisting": preexisting,
                     "control": cfg.control,
                     "main": naming.main_stem(),
+                    "children": cfg.children,
                 }
             }
-        )
+            )
         _register(self)
         try:
             registry.register(self.pid, {"store": cfg.store, "control": cfg.control,
@@ -194,13 +239,18 @@ class Agent:
             try:
                 self._snapshot_guarded("stop")
                 if self._writer is not None:
-                    self._writer.set_meta(
-                        {"agent_stopped": {"t": time.time(), "reason": reason,
-                                           "snapshots": self.snapshots}}
-                    )
+                    if self.how == "root":
+                        self._writer.set_meta(
+                            {"agent_stopped": {"t": time.time(), "reason": reason,
+                                               "snapshots": self.snapshots}}
+                        )
+                    self._writer.end_process(self.pid, time.time(),
+                                             "exit" if reason == "exit" else "stop")
             except BaseException:
                 pass
             finally:
+                self._fork_filter_until = 0.0
+                self._drop_fork_filter()
                 if self._writer is not None:
                     self._writer.close()
                 if self._started_tracemalloc and tracemalloc.is_tracing():
@@ -221,6 +271,9 @@ class Agent:
             except OSError:
                 pass
             self._sock = None
+        self._close_wake()
+
+    def _close_wake(self) -> None:
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 try:
@@ -241,24 +294,117 @@ class Agent:
         return not self._stopped
 
     def after_fork_in_child(self) -> None:
-        """The sampler thread does not exist in a forked child and the store belongs to
-        the parent: drop both without touching them."""
+        """The sampler thread does not exist in a forked child and the store connection
+        belongs to the parent: drop both without using them (closing the child's copies of
+        the descriptors leaves the parent's alone)."""
         self._stopped = True
         if self._writer is not None:
             self._writer.abandon()
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
         self._sock = None
-        self._wake_r = self._wake_w = -1
+        self._close_wake()
+
+    # -- fork ---------------------------------------------------------------------------------
+    def before_fork(self) -> None:
+        """In the forking thread, before fork(): quiesce. The thread finishes what it does
+        and exits, so the child inherits no lock of ours held mid-snapshot and CPython
+        (3.12+) counts no thread of ours in its "multi-threaded fork" warning; then the
+        store connection is closed, so the child inherits no SQLite state. A snapshot in
+        flight gets FORK_QUIESCE_S; past that the fork goes on and the child is not
+        followed (``_fork_ready`` stays False)."""
+        self._fork_ready = False
+        if self._stopped or self._writer is None:
+            return
+        deadline = time.monotonic() + FORK_QUIESCE_S
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            with self._pause_lock:
+                self._pausing = True
+            self._wake()
+            thread.join(FORK_QUIESCE_S)
+            native = getattr(thread, "native_id", None)
+            if not thread.is_alive() and native is not None:
+                # 3.12's join() returns before the OS thread is gone; the kernel's count of
+                # threads, which the fork warning reads, must not include it.
+                task = f"/proc/self/task/{native}"
+                while os.path.exists(task) and time.monotonic() < deadline:
+                    time.sleep(0.0002)
+            if sys.version_info[:2] == (3, 13) and not thread.is_alive():
+                self._hide_fork_warning()
+        self._fork_ready = self._writer.suspend(max(0.0, deadline - time.monotonic()))
+
+    def after_fork_in_parent(self) -> None:
+        if self._writer is not None and self._fork_ready:
+            self._writer.resume()
+        self._fork_ready = False
+        with self._pause_lock:
+            self._pausing = False
+            restart = self._paused
+            self._paused = False
+        if restart and not self._stopped:
+            self._thread = threading.Thread(target=self._run, args=(True,),
+                                            name="heapwatch-agent", daemon=True)
+            self._thread.start()
+
+    def _hide_fork_warning(self) -> None:
+        """CPython 3.13 before gh-137109's fix counts threads after the at-fork hooks have
+        run, so the agent thread restarted by after_fork_in_parent would make it warn about
+        a fork that had no other thread. When the forking thread is the only one left, a
+        filter for exactly that message and this pid hides it; the restarted thread removes
+        it half a second later. Any other thread in the target leaves the warning alone."""
+        try:
+            if len(os.listdir("/proc/self/task")) != 1:
+                return
+            import re
+            import warnings
+
+            pattern = re.compile(rf"This process \(pid={os.getpid()}\) is multi-threaded, "
+                                 r"use of fork\(\) may lead to deadlocks in the child\.")
+            entry = ("ignore", pattern, DeprecationWarning, None, 0)
+            if self._fork_filter is None:
+                cast(list[Any], warnings.filters).insert(0, entry)
+                warnings._filters_mutated()  # type: ignore[attr-defined]
+                self._fork_filter = entry
+            self._fork_filter_until = time.monotonic() + 0.5
+        except Exception:
+            pass
+
+    def _drop_fork_filter(self) -> None:
+        entry = self._fork_filter
+        if entry is None or time.monotonic() < self._fork_filter_until:
+            return
+        self._fork_filter = None
+        try:
+            import warnings
+
+            cast(list[Any], warnings.filters).remove(entry)
+            warnings._filters_mutated()  # type: ignore[attr-defined]
+        except Exception:
+            pass
 
     # -- the thread -----------------------------------------------------------------------
-    def _run(self) -> None:
+    def _run(self, resumed: bool = False) -> None:
         try:
-            self._snapshot_guarded("start")
-            due = time.monotonic() + self._interval
+            if not resumed:
+                self._snapshot_guarded("start")
+                self._due = time.monotonic() + self._interval
             while not self._stop_requested:
+                if self._pause_here():
+                    return
+                if self._fork_filter is not None:
+                    self._drop_fork_filter()
                 watch = [self._wake_r] + ([self._sock] if self._sock is not None else [])
+                due = self._due if self._fork_filter is None else min(
+                    self._due, self._fork_filter_until)
                 ready, _, _ = select.select(watch, [], [], max(0.0, due - time.monotonic()))
                 if self._stop_requested:
                     break
+                if self._pause_here():
+                    return
                 if self._wake_r in ready:
                     try:
                         os.read(self._wake_r, 64)
@@ -268,16 +414,24 @@ class Agent:
                     self._serve()
                 if self._stopped:
                     return
-                if time.monotonic() >= due:
+                if time.monotonic() >= self._due:
                     took = self._snapshot_guarded("interval")
                     wait = self._interval
                     if took > 0.25 * self._interval:
                         wait = took * 4
                         self._event("stretched", f"snapshot used {took:.3f}s of CPU; "
                                     f"next in {wait:.3f}s")
-                    due = time.monotonic() + wait
+                    self._due = time.monotonic() + wait
         except BaseException as exc:  # never let anything escape into the target
             self._event("error", _describe_error("sampler", exc))
+
+    def _pause_here(self) -> bool:
+        """True when the thread must exit now because a fork is coming."""
+        with self._pause_lock:
+            if self._pausing:
+                self._paused = True
+                return True
+        return False
 
     def _serve(self) -> None:
         assert self._sock is not None
@@ -639,7 +793,9 @@ def _register(agent: Agent) -> None:
         if not _hooks_installed:
             atexit.register(_at_exit)
             if hasattr(os, "register_at_fork"):
-                os.register_at_fork(after_in_child=_after_fork_child)
+                # Registered once and never removed (Python cannot): inert while no agent runs.
+                os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent,
+                                    after_in_child=_after_fork_child)
             _hooks_installed = True
 
 
@@ -659,10 +815,56 @@ def _at_exit() -> None:
             pass
 
 
-def _after_fork_child() -> None:
-    global _current, _registry_lock
-    _registry_lock = threading.Lock()
+_forking: Agent | None = None  # the agent quiesced for the fork in progress
+
+
+def _before_fork() -> None:
+    global _forking
     agent = _current
+    _forking = None
+    if agent is None or not agent.running:
+        return
+    try:
+        agent.before_fork()
+        _forking = agent
+    except BaseException:
+        pass
+
+
+def _after_fork_parent() -> None:
+    global _forking
+    agent, _forking = _forking, None
     if agent is not None:
+        try:
+            agent.after_fork_in_parent()
+        except BaseException:
+            pass
+
+
+def _after_fork_child() -> None:
+    """A fresh agent for the child, with the run's config: its own thread, store connection
+    and control socket. Not when the parent could not quiesce (the child's SQLite could
+    hold a lock forever) or the run follows no children."""
+    global _current, _registry_lock, _forking
+    _registry_lock = threading.Lock()
+    agent, quiesced = _current, _forking
+    _current = _forking = None
+    if agent is None:
+        return
+    try:
         agent.after_fork_in_child()
-    _current = None
+        if quiesced is not agent or not agent._fork_ready or agent.config.children == "none":
+            return
+        cfg = replace(agent.config, run_meta=None,
+                      control=lineage.child_control(agent.config.control, os.getpid()))
+        child = Agent(cfg, how="fork", ppid=agent.pid)
+        child._phase = agent._phase
+        child.inherited_tracing = agent._started_tracemalloc
+        child.start()
+        # A forked multiprocessing child ends with os._exit(), after threading's shutdown
+        # hooks but without atexit: take the final snapshot there.
+        register = getattr(threading, "_register_atexit", None)
+        if register is not None:
+            register(_at_exit)
+    except BaseException:
+        pass

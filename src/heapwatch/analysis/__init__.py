@@ -9,5 +9,7 @@ from heapwatch.analysis.findings import (
     analyze_run,
     finding_series,
 )
+from heapwatch.analysis.tree import finding_points
 
-__all__ = ["Analysis", "AnalysisParams", "analyze", "analyze_run", "finding_series"]
+__all__ = ["Analysis", "AnalysisParams", "analyze", "analyze_run", "finding_points",
+           "finding_series"]

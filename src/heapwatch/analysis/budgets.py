@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from heapwatch.analysis.findings import Analysis
+from heapwatch.analysis.series import Series
+from heapwatch.analysis.tree import tree_series
 from heapwatch.analysis.trend import theil_sen, warmup_cut
 from heapwatch.errors import UsageError
 from heapwatch.units import SIZE_UNITS
@@ -88,23 +90,43 @@ def _fmt(value: float, unit: str, rate: bool) -> str:
     return (f"{value:.1f}/h" if rate else f"{value:.0f}")
 
 
+def _scopes(a: Analysis) -> list[tuple[str, Series, float, float]]:
+    """(name, series, from, to): the run (its root process) after warm-up and each phase;
+    for a tree of processes also the whole tree (figures summed over the processes alive
+    at each moment) and each judged process on its own."""
+    assert a.series is not None
+    xs_all = a.series.xs
+    start = xs_all[min(warmup_cut(len(xs_all)), len(xs_all) - 1)]
+    out: list[tuple[str, Series, float, float]] = [("run", a.series, start, xs_all[-1])]
+    out += [(name, a.series, p["start_s"], p["end_s"]) for name, p in a.phases.items()
+            if p and name != "warmup"]
+    if a.tree:
+        whole = tree_series(a)
+        if whole is not None and whole.xs:
+            out.append(("tree", whole, start, whole.xs[-1]))
+        root = a.run.get("pid")
+        for row in a.processes:
+            ser = a.per_process[row["pid"]].series if row["pid"] in a.per_process else None
+            if row["judged"] and row["pid"] != root and ser is not None and ser.xs:
+                cut = ser.xs[min(warmup_cut(len(ser.xs)), len(ser.xs) - 1)]
+                out.append((f"pid {row['pid']} ({row['role']})", ser, cut, ser.xs[-1]))
+    return out
+
+
 def check(a: Analysis, budgets: list[Budget], min_window: float = 60.0) -> list[BudgetResult]:
-    """Each budget over the run and over each phase."""
+    """Each budget over the run and over each phase (and, for a tree of processes, over
+    the whole tree and each long-lived process)."""
     out: list[BudgetResult] = []
     if a.series is None or not a.series.snapshots:
         return [BudgetResult(b.name, "run", "skipped", None, b.limit, "no snapshots")
                 for b in budgets]
     # The run is judged after warm-up, like the trend analysis (imports and first requests
     # are not a rate per hour).
-    xs_all = a.series.xs
-    start = xs_all[min(warmup_cut(len(xs_all)), len(xs_all) - 1)]
-    scopes: list[tuple[str, float, float]] = [("run", start, xs_all[-1])]
-    scopes += [(name, p["start_s"], p["end_s"]) for name, p in a.phases.items()
-               if p and name != "warmup"]
+    scopes = _scopes(a)
     for b in budgets:
         figure, kind, unit = METRICS[b.name]
-        for scope, lo, hi in scopes:
-            xs, ys = a.series.points(figure, lo, hi)
+        for scope, ser, lo, hi in scopes:
+            xs, ys = ser.points(figure, lo, hi)
             if len(xs) < 2:
                 why = (f"{figure} was not recorded" if not xs
                        else "fewer than 2 snapshots in this window")

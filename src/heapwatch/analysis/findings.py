@@ -76,11 +76,20 @@ class Analysis:
     ignored: set[str] = field(default_factory=set)
     series: Series | None = None
     data: RunData | None = None
+    # A run of several processes (analysis/tree.py): one row per process, the tree's summary,
+    # each process's own analysis by pid, and per finding fingerprint where it holds.
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    tree: dict[str, Any] | None = None
+    per_process: dict[int, Analysis] = field(default_factory=dict)
+    spread: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def analyze_run(path: str, params: AnalysisParams | None = None) -> Analysis:
-    """Load the run at ``path`` (a run directory or its store) and analyse it."""
-    return analyze(open_run(path), params or AnalysisParams())
+    """Load the run at ``path`` (a run directory or its store) and analyse it: each process
+    of the run, then across them (a run of one process is analysed as it always was)."""
+    from heapwatch.analysis.tree import analyze_tree
+
+    return analyze_tree(open_run(path), params or AnalysisParams())
 
 
 def _params(base: TrendParams, min_growth: float, min_per_hour: float) -> TrendParams:
@@ -176,7 +185,7 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
         findings += _process_findings(ser, params, source)
         findings = _link_resources(findings)
     findings.sort(key=lambda f: (f.sort_key()[0], _KIND_RANK.get(f.kind, 9), -f.score))
-    findings = [_with_fit(ser, replace(f, id=f"F{i}"), params)
+    findings = [_with_fit(ser, replace(f, id=f"F{i}", pid=pid), params)
                 for i, f in enumerate(findings[: params.max_findings], 1)]
 
     start = warmup_cut(n, params.trend)

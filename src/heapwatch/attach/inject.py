@@ -100,7 +100,12 @@ def _heapwatch_attach_start(d, pkg_parent):
         return "busy " + str(running.config.store)
     ident = threading.get_ident()
     known = ident in getattr(threading, "_active", {})
-    Agent(AgentConfig.from_file(os.path.join(d, "agent.json"))).start()
+    import json
+
+    with open(os.path.join(d, "agent.json"), encoding="utf-8") as f:
+        where = json.load(f)  # attach --tree: how this process is entered, and its parent
+    Agent(AgentConfig.from_file(os.path.join(d, "agent.json")), how=where.get("how", "root"),
+          ppid=where.get("ppid")).start()
     if not known:
         # A thread the debugger created is not threading's: forget the _DummyThread that
         # a current_thread() call on it may have left behind.
@@ -166,8 +171,8 @@ class Workspace:
         self.claim_path = os.path.join(path, "claim")
 
     @classmethod
-    def create(cls, config: AgentConfig, uid: int | None = None, gid: int | None = None
-               ) -> Workspace:
+    def create(cls, config: AgentConfig, uid: int | None = None, gid: int | None = None,
+               extra: dict[str, object] | None = None) -> Workspace:
         """A new 0700 directory (``mkdtemp``) holding the config and the loader; given to
         ``uid``/``gid`` when heapwatch (root) attaches to another user's process."""
         path = tempfile.mkdtemp(prefix="heapwatch-attach-")
@@ -178,6 +183,7 @@ class Workspace:
                                   f"path: set TMPDIR to a shorter directory")
             data = {k: v for k, v in asdict(config).items() if k != "run_meta"}
             data["control"] = ws.control
+            data.update(extra or {})
             ws._write(ws.config, json.dumps(data))
             ws._write(ws.loader, _LOADER)
             ws._write(ws.remote_script, entry_code(ws.loader, "remote"))

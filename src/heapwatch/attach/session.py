@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import heapwatch
@@ -41,6 +41,7 @@ from heapwatch.attach.remote_exec import (
 )
 from heapwatch.errors import AgentError
 from heapwatch.launch import Interrupted, send_command
+from heapwatch.observe import parent_pid
 from heapwatch.rundir import prepare_run_dir
 from heapwatch.store import STORE_NAME, LiveReader, Writer
 
@@ -61,6 +62,7 @@ class AttachOptions:
     python: str | None = None
     force: bool = False
     start_timeout: float = 10.0
+    tree: bool = False  # enter the Python descendants too; later forks get an agent
 
 
 @dataclass
@@ -219,6 +221,7 @@ class Recorder:
         self.method = ""
         self.log: dict[str, Any] = {}
         self.given = False  # the run directory was lent to the target's user
+        self.children: list[_ChildRecorder] = []
 
     def run(self) -> AttachResult:
         opts = self.opts
@@ -256,7 +259,8 @@ class Recorder:
             if cross:
                 _give(opts.run_dir, store, target.uid, target.gid)
             config = AgentConfig(store=store, interval=opts.interval, trace=opts.trace,
-                                 trace_depth=opts.trace_depth)
+                                 trace_depth=opts.trace_depth,
+                                 children="fork" if opts.tree else "none")
             self.ws = Workspace.create(config, target.uid if cross else None,
                                        target.gid if cross else None)
             self._log(target, "attaching")
@@ -272,6 +276,8 @@ class Recorder:
                 self._log(target, "started")
                 if self.started is not None and self.injection is not None:
                     self.started(self.injection.how, self.method, self.injection.stopped_s)
+                if opts.tree:
+                    self._enter_descendants(config)
                 ended_by = self._follow(store)
             except (KeyboardInterrupt, Interrupted):  # before the follow loop could catch it
                 ended_by = "interrupt"
@@ -416,11 +422,18 @@ class Recorder:
         started = time.monotonic()
         next_status = started + 1.0
         ended_by = "duration"
+        observer = None
+        if opts.tree and self.writer is not None:
+            from heapwatch.observe import TreeObserver
+
+            observer = TreeObserver(self.writer, reader, opts.pid, opts.interval)
         try:
             try:
                 while True:
                     time.sleep(0.1)
                     now = time.monotonic()
+                    if observer is not None:
+                        observer.poll(now)
                     stopped = reader.meta("agent_stopped")
                     if stopped is not None:  # heapwatch stop PID, or the target's exit
                         ended_by = "exit" if stopped.get("reason") == "exit" else "stopped"
@@ -443,8 +456,38 @@ class Recorder:
             reader.close()
         return ended_by
 
+    def _enter_descendants(self, config: AgentConfig) -> None:
+        """attach --tree: an agent in every Python process below the target (the ones forked
+        from now on get theirs from its fork hook). One that cannot be entered is recorded
+        from outside; the attach goes on."""
+        from heapwatch.observe import descendants, parent_pid
+
+        assert self.writer is not None
+        for pid in descendants(self.opts.pid)[1:]:
+            if registry.lookup(pid) is not None and self._watched(pid):
+                continue  # forked after the attach: its agent came from the fork hook
+            child = _ChildRecorder(self, pid)
+            self.children.append(child)
+            try:
+                child.enter(config)
+                self.notice(f"agent started in process {pid} (child of {parent_pid(pid)})")
+            except AttachError as exc:
+                self.notice(f"process {pid} not entered ({exc}): recorded from outside")
+
+    def _watched(self, pid: int) -> bool:
+        assert self.writer is not None
+        reader = LiveReader(self.writer.path)
+        try:
+            return any(p.pid == pid and p.t_end is None and p.how != "external"
+                       for p in reader.processes())
+        finally:
+            reader.close()
+
     def _stop_agent(self, reader: LiveReader) -> None:
         assert self.ws is not None
+        if self.opts.tree:
+            self._stop_tree(reader)
+            return
         if reader.meta("agent_stopped") is not None or not alive(self.opts.pid):
             return
         try:
@@ -455,7 +498,22 @@ class Recorder:
         if not reply.startswith("ok"):
             self.notice(f"the agent did not stop: {reply}")
 
+    def _stop_tree(self, reader: LiveReader) -> None:
+        """Detach from the whole tree: the root's agent first (its fork hook then starts no
+        new one), then every other agent of the run."""
+        from heapwatch.control import broadcast
+
+        assert self.ws is not None
+        first = (self.ws.control if reader.meta("agent_stopped") is None and alive(self.opts.pid)
+                 else None)
+        for pid, reply in broadcast(reader.path, "stop", first=first, timeout=60.0):
+            if not reply.startswith("ok"):
+                self.notice(f"the agent in process {pid or self.opts.pid} did not stop: {reply}")
+
     def _cleanup(self) -> None:
+        for child in self.children:
+            if child.ws is not None:
+                child.ws.close(remote_pending=child.remote_issued)
         if self.ws is not None and self.writer is not None and not self.ws.cancel():
             # The loader took the claim: if we got here before following (an error, Ctrl-C),
             # its agent may be running with nobody to stop it.
@@ -481,6 +539,34 @@ class Recorder:
             self.writer.close()
             if self.given:
                 _give(self.opts.run_dir, self.writer.path, os.geteuid(), os.getegid())
+
+
+class _ChildRecorder(Recorder):
+    """attach --tree: one descendant of the target, entered like the target itself and
+    recorded into the same run store as a process of its tree (``how`` = ``attach``)."""
+
+    def __init__(self, parent: Recorder, pid: int) -> None:
+        super().__init__(replace(parent.opts, pid=pid, tree=False), None, parent.notice)
+        self.store = parent.writer.path if parent.writer is not None else ""
+
+    def enter(self, config: AgentConfig) -> None:
+        target = preflight(self.opts, self.me)
+        methods = plan(self.opts, target, self.notice)
+        cross = target.uid != self.me.uid
+        self.ws = Workspace.create(config, target.uid if cross else None,
+                                   target.gid if cross else None,
+                                   extra={"how": "attach", "ppid": parent_pid(self.opts.pid)})
+        self._start(target, methods)
+
+    def _check_in(self) -> None:
+        reader = LiveReader(self.store)
+        try:
+            ok = any(p.pid == self.opts.pid and p.how == "attach" for p in reader.processes())
+        finally:
+            reader.close()
+        if not ok:
+            raise AttachError(f"the agent in process {self.opts.pid} started but did not check "
+                              f"in to the run store {self.store}")
 
 
 def _describe(target: diagnose.Target) -> str:

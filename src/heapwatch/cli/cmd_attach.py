@@ -4,6 +4,7 @@
   heapwatch attach 4242 --duration 10m
   heapwatch attach 4242 --interval 1s --out reports/mysvc      (until Ctrl-C)
   heapwatch attach 4242 --method lldb
+  heapwatch attach 4242 --tree        (a master and all its workers)
   heapwatch attach 4242 --python /opt/python3.14/bin/python3.14  (3.14: sys.remote_exec)
 
 The agent gets into the process without restarting it: on Python 3.14+ through
@@ -52,9 +53,12 @@ from heapwatch.cli.options import DURATION
               help="How long to wait for the agent to report back.")
 @click.option("--force", is_flag=True,
               help="As root, attach to another user's process.")
+@click.option("--tree", is_flag=True,
+              help="Enter every Python process below PID too (a pre-fork server's workers); "
+                   "workers it forks later get an agent from its fork hook.")
 def command(pid: int, duration: float | None, interval: float, out: str | None, trace: str,
             trace_depth: int | None, method: str, python: str | None, start_timeout: float,
-            force: bool) -> None:
+            force: bool, tree: bool) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.attach.session import AttachOptions, record
     from heapwatch.durations import format_duration
@@ -85,7 +89,7 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
 
     opts = AttachOptions(pid=pid, run_dir=run_dir, interval=interval, duration=duration,
                          trace=trace, trace_depth=trace_depth, method=method, python=python,
-                         force=force, start_timeout=start_timeout)
+                         force=force, start_timeout=start_timeout, tree=tree)
     result = record(opts, status=status if tty else None, notice=notice, started=started)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)

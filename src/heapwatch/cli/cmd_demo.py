@@ -40,6 +40,6 @@ def command(duration: float, interval: float, out: str | None, scenario: str,
             snapshots: int | None) -> None:
     script = scenario_path(scenario)
     cmd = [sys.executable, script]
-    code = execute(cmd, out, interval, None if snapshots else duration, "auto", None, (),
-                   snapshots)
+    code = execute(cmd, out, interval, None if snapshots else duration, "auto", None,
+                   snapshots=snapshots)
     sys.exit(0 if code in (0, 130) else code)

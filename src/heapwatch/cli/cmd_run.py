@@ -7,9 +7,11 @@
                 --phase peak=1m:"python load.py --rps 500" -- python -m mysvc
 
 The agent starts inside the Python interpreter of the command (through a bootstrap on
-PYTHONPATH), takes a snapshot every --interval, and the run ends when the command exits,
-after --duration, or on Ctrl-C; then report.html (open it first), report.md and
-report.json are written to --out (default: reports/<script>-<time>).
+PYTHONPATH), and in its child processes (--children: a forked worker gets a fresh agent,
+an exec'd Python child the bootstrap), takes a snapshot every --interval, and the run
+ends when the command exits, after --duration or --snapshots, or on Ctrl-C; then
+report.html (open it first), report.md and report.json are written to --out (default:
+reports/<script>-<time>).
 The command's stdin, stdout, stderr and exit code pass through (an end by --duration
 exits 0, Ctrl-C 130). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds.
 """
@@ -20,7 +22,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, execute
+from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, children_option, execute
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
@@ -42,8 +44,10 @@ from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, execute
                    "generator) runs during it; the command is stopped after the last one.")
 @click.option("--snapshots", type=click.IntRange(2, 10_000_000), default=None,
               help=SNAPSHOTS_HELP)
+@children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], snapshots: int | None,
-            cmd: tuple[str, ...]) -> None:
-    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, snapshots))
+            children: str, cmd: tuple[str, ...]) -> None:
+    sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, children,
+                     snapshots))

@@ -22,7 +22,7 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP
+from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, children_option
 
 
 @click.command("soak", help=__doc__)
@@ -42,11 +42,13 @@ from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP
 @click.option("--ignore", "ignores", multiple=True, metavar="PATTERN")
 @click.option("--junit", type=click.Path(dir_okay=False), default=None)
 @click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None)
+@children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float, duration: float | None, snapshots: int | None, out: str | None,
             trace: str, trace_depth: int | None, phases: tuple[str, ...], fail_on: str,
             budgets: tuple[str, ...], min_window: float, ignores: tuple[str, ...],
-            junit: str | None, history_path: str | None, cmd: tuple[str, ...]) -> None:
+            junit: str | None, history_path: str | None, children: str,
+            cmd: tuple[str, ...]) -> None:
     from heapwatch import history, soak
     from heapwatch.analysis.budgets import parse_budget
     from heapwatch.cli.options import finish, record
@@ -61,7 +63,7 @@ def command(interval: float, duration: float | None, snapshots: int | None, out:
         raise UsageError("--fail-on new needs --history FILE to know what is new")
     patterns = list(ignores) + soak.config_ignores(os.getcwd())
     result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases,
-                              snapshots=snapshots)
+                              children, snapshots=snapshots)
     outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window)
     finish(analysis)
     if junit:

@@ -30,10 +30,20 @@ SNAPSHOTS_HELP = ("Stop after this many snapshots: a count, not a clock (on a bu
                   "agent stretches its interval, and a --duration may end with too few to "
                   "judge). With --duration too, whichever comes first.")
 
+CHILDREN_HELP = ("Which child processes get an agent of their own: all (forked and exec'd "
+                 "Python children), fork (forked ones only) or none; the others are "
+                 "recorded from outside (RSS, fds, threads).")
+
+
+def children_option(f: Any) -> Any:
+    """``--children all|fork|none`` for the commands that run a target."""
+    return click.option("--children", type=click.Choice(["all", "fork", "none"]),
+                        default="all", show_default=True, help=CHILDREN_HELP)(f)
+
 
 def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-            snapshots: int | None = None) -> int:
+            children: str = "all", snapshots: int | None = None) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch. A second Ctrl-C leaves the run as it is: every
     snapshot taken is in its store, and ``heapwatch report`` writes the reports."""
@@ -42,7 +52,7 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
     holder: dict[str, str] = {}
     try:
         result, analysis = record(cmd, out, interval, duration, trace, trace_depth,
-                                  phase_specs, holder, snapshots)
+                                  phase_specs, children, holder, snapshots)
         finish(analysis)
     except KeyboardInterrupt:
         where = holder.get("run_dir", out or "the run directory")
@@ -88,8 +98,8 @@ def finish(analysis: Any) -> dict[str, str]:
 
 def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-           holder: dict[str, str] | None = None, snapshots: int | None = None
-           ) -> tuple[Any, Any]:
+           children: str = "all", holder: dict[str, str] | None = None,
+           snapshots: int | None = None) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
 
     from heapwatch import launch
@@ -124,7 +134,7 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
                + (f" up to {snapshots} snapshots" if snapshots else ""), err=True)
     result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
                         status=status if tty else plain, notice=notice, phases=phases,
-                        max_snapshots=snapshots)
+                        children=children, max_snapshots=snapshots)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     return result, analyze_run(run_dir)

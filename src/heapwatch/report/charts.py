@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from heapwatch.analysis import Analysis, finding_series
+from heapwatch.analysis import Analysis, finding_points
 from heapwatch.analysis.trend import warmup_cut
 from heapwatch.errors import HeapwatchError
 from heapwatch.model import Finding
@@ -266,7 +266,7 @@ def growth_panels(analysis: Analysis, top: int = 6) -> list[Panel]:
     for f in analysis.findings:
         if len(panels) >= top:
             break
-        xs, ys = finding_series(ser, f)
+        xs, ys = finding_points(analysis, f)  # in the process it was judged in
         if len(xs) >= 2:
             panels.append(Panel(f"{f.id} {_what(f)}", xs, ys, f.growth.unit, f.fit))
             if f.kind == "container" and f.series_key:
@@ -341,8 +341,7 @@ def finding_chart(analysis: Analysis, finding: Finding) -> bytes:
     samples the trend used (warm-up samples are drawn paler)."""
     with _figure(*WIDE) as fig:
         ax = fig.add_subplot()
-        ser = analysis.series
-        xs, ys = finding_series(ser, finding) if ser is not None else ([], [])
+        xs, ys = finding_points(analysis, finding)
         if not xs:
             _message(ax, f"{finding.id}: no samples of its series were recorded")
             return _png(fig)
@@ -350,6 +349,47 @@ def finding_chart(analysis: Analysis, finding: Finding) -> bytes:
         ax.set_title(_short(f"{finding.id}: {_what(finding)}", 100), loc="left")
         ax.set_xlabel("time since first snapshot (s)")
         ax.legend(loc="upper left")
+        return _png(fig)
+
+
+PROCESS_COLORS = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#be185d",
+                  "#65a30d", "#ea580c", "#475569")
+
+
+def process_chart(analysis: Analysis) -> bytes:
+    """RSS of every process of the run over time, on the root's time axis: one line per
+    process, one colour per role (recycled workers show as lines that stop and start)."""
+    with _figure(*WIDE) as fig:
+        ax = fig.add_subplot()
+        ser = analysis.series
+        rows = analysis.processes
+        if ser is None or not ser.snapshots or not rows or analysis.data is None:
+            _message(ax, "no process of the run was recorded")
+            return _png(fig)
+        from heapwatch.analysis.tree import streams
+
+        t0 = ser.snapshots[0].t
+        own = [st for st in streams(analysis.data) if st.snapshots]
+        roles = [r["role"] for r in rows]  # the rows follow the streams' order
+        count: dict[str, int] = {}
+        for role in roles:
+            count[role] = count.get(role, 0) + 1
+        colors: dict[str, str] = {}
+        top = 0.0
+        for st, role in zip(own, roles, strict=False):
+            pts = [(s.t - t0, s.process.rss / MIB) for s in st.own]
+            if not pts:
+                continue
+            first = role not in colors
+            color = colors.setdefault(role, PROCESS_COLORS[len(colors) % len(PROCESS_COLORS)])
+            label = (f"{role} ({count[role]})" if count[role] > 1 else f"{role} {st.info.pid}")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, linewidth=1.4,
+                    marker="." if len(pts) < 4 else None, label=label if first else None)
+            top = max(top, *(v for _, v in pts))
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1)
+        ax.set_xlabel("time since the first snapshot of the run's root (s)")
+        ax.set_ylabel("RSS (MiB)")
+        ax.legend(loc="lower right", ncols=4)
         return _png(fig)
 
 
@@ -391,6 +431,8 @@ def render_charts(analysis: Analysis) -> dict[str, bytes]:
     """Every chart a report shows, by name: ``memory``, ``phases``, ``growth`` (when there
     is a series to show) and one per finding id. Render once, hand to both reports."""
     pngs: dict[str, bytes] = {"memory": memory_chart(analysis), "phases": phase_bars(analysis)}
+    if analysis.processes:
+        pngs["processes"] = process_chart(analysis)
     if growth_panels(analysis):
         pngs["growth"] = growth_multiples(analysis)
     for f in analysis.findings:

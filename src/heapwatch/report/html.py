@@ -371,6 +371,29 @@ def _growth(a: Analysis, pngs: Mapping[str, bytes]) -> str:
     return "\n".join(out)
 
 
+def _processes(a: Analysis, pngs: Mapping[str, bytes]) -> str:
+    """The run's processes (a tree: master, workers, helpers), each with its own verdict."""
+    if not a.processes:
+        return ""
+    from heapwatch.report.markdown import lifetime
+
+    tree = a.tree or {}
+    out = ['<section id="processes">', f"<h2>Processes ({len(a.processes)})</h2>",
+           f'<p class="note">Every process of the run is watched by its own agent (or from '
+           f'outside when it has none); the {tree.get("judged", 0)} that lived long enough '
+           f"are judged on their own, and the findings above say in how many of them they "
+           f"hold.</p>"]
+    rows = [[_e(r["pid"]), _e(r["role"]), _e(r["how"]), _e(lifetime(r)),
+             _e(_opt_count(r["snapshots"])),
+             _e(f"{_opt_bytes(r['rss_first'])} → {_opt_bytes(r['rss_last'])}"),
+             _e(r["verdict"])] for r in a.processes]
+    out.append(_table(["pid", "role", "how", "lifetime", "snapshots", "RSS first → last",
+                       "verdict"], rows, cls="processes", numeric=[0, 4]))
+    out.append(_img(pngs.get("processes") or charts.process_chart(a), "RSS of every process"))
+    out.append("</section>")
+    return "\n".join(out)
+
+
 def _run(a: Analysis) -> str:
     r = a.run
     rows = [
@@ -481,12 +504,15 @@ def render_html(analysis: Analysis, limit_bytes: int | None = None, *,
     name = os.path.basename(str(cmd[-1])) if cmd else "in-process run"
     nav = [("findings", "Findings"), ("phases", "Phases"), ("memory", "Memory"),
            ("growth", "What grew"), ("run", "Run"), ("agent", "Agent cost")]
+    if a.processes:
+        nav.insert(1, ("processes", "Processes"))
     if a.notes:
         nav.append(("notes", "Notes"))
     body = [
         _banner(a, proj),
         "<nav>" + "".join(f'<a href="#{k}">{v}</a>' for k, v in nav) + "</nav>",
         _findings(a, pngs),
+        _processes(a, pngs),
         _phases(a, pngs),
         _memory(a, proj, pngs),
         _growth(a, pngs),

@@ -15,6 +15,9 @@ def _finding(a: Analysis, f: Any) -> dict[str, Any]:
     d: dict[str, Any] = f.as_dict()
     d["status"] = a.statuses.get(f.fingerprint)
     d["ignored"] = f.fingerprint in a.ignored
+    spread = a.spread.get(f.fingerprint)
+    d["in_processes"] = ({k: v for k, v in spread.items() if k != "sentence"} if spread
+                         else None)
     return d
 
 
@@ -34,6 +37,8 @@ def to_dict(a: Analysis, memory_limit: int | None = None) -> dict[str, Any]:
         "budgets": a.budgets,
         "history": a.history,
         "projection": projection_dict(projection(a, memory_limit)),
+        "processes": a.processes,
+        "tree": a.tree,
     }
 
 

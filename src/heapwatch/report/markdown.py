@@ -23,6 +23,31 @@ def _chart(charts: Mapping[str, str], name: str, alt: str) -> list[str]:
     return [f"![{alt}]({charts[name]})", ""] if name in charts else []
 
 
+def lifetime(row: Mapping[str, object]) -> str:
+    """How long a process of the tree was recorded, and how it ended."""
+    end = row.get("end_reason")
+    code = row.get("exit_code")
+    sig = row.get("exit_signal")
+    how = (f", signal {sig}" if sig is not None else f", exit {code}" if code is not None
+           else "")
+    return f"{row.get('lifetime_s')} s" + (f" ({end}{how})" if end else " (running)")
+
+
+def _processes(a: Analysis, charts: Mapping[str, str]) -> list[str]:
+    if not a.processes:
+        return []
+    out = ["## Processes", "",
+           "| pid | role | how | lifetime | snapshots | RSS first → last | verdict |",
+           "|---|---|---|---|---|---|---|"]
+    for r in a.processes:
+        out.append(f"| {r['pid']} | {_cell(r['role'])} | {r['how']} | {_cell(lifetime(r))} | "
+                   f"{r['snapshots']} | {_mb(r['rss_first'])} → {_mb(r['rss_last'])} | "
+                   f"{_cell(r['verdict'])} |")
+    out.append("")
+    out += _chart(charts, "processes", "RSS of every process")
+    return out
+
+
 def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str:
     """``charts``: {chart name: relative path} of PNGs written beside report.md
     (``heapwatch.report.charts.write_chart_files``); without it, no images."""
@@ -70,6 +95,7 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
             out += [f"| `{_cell(i['type'])}` | `{_cell(i.get('site') or '–')}` | {i['sampled']} |"
                     for i in f.items]
             out.append("")
+    out += _processes(a, charts)
     kind, why = phases_shown(a)
     shown = ordered_phases(a)
     out += ["## Phases" + {"marked": " (marked)", "guessed": " (guessed)"}.get(kind, ""), "",
