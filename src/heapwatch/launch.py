@@ -239,20 +239,21 @@ def run(
             if notice is not None:
                 notice("stopping: final snapshot, then the reports (Ctrl-C again to leave "
                        "the run as it is)")
-        stop_load(load)
-        if proc.poll() is None:
-            try:
+        try:
+            stop_load(load)
+            if proc.poll() is None:
                 _stop_target(proc, sock_path, store_path, reader.meta("agent") is not None)
-            except (KeyboardInterrupt, Interrupted):
+        except (KeyboardInterrupt, Interrupted):
+            if proc.poll() is None:
                 # Asked again: end the target now; the store keeps every finished snapshot.
                 proc.kill()
-                proc.wait()
-                writer.set_meta({"launch": {"exit_code": proc.returncode,
-                                            "ended_by": "interrupt", "checked_in": checked_in,
-                                            "no_agent_reason": None, "abandoned": True,
-                                            "wall_s": round(time.monotonic() - started, 3)}})
-                writer.close()
-                raise KeyboardInterrupt from None
+            proc.wait()
+            writer.set_meta({"launch": {"exit_code": proc.returncode,
+                                        "ended_by": "interrupt", "checked_in": checked_in,
+                                        "no_agent_reason": None, "abandoned": True,
+                                        "wall_s": round(time.monotonic() - started, 3)}})
+            writer.close()
+            raise KeyboardInterrupt from None
         checked_in = checked_in or reader.meta("agent") is not None
         try:
             observer.poll(force=True)  # the ends nobody reported

@@ -55,6 +55,9 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
                                   phase_specs, children, holder, snapshots)
         finish(analysis)
     except KeyboardInterrupt:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third Ctrl-C must not cut this short
         where = holder.get("run_dir", out or "the run directory")
         click.echo(f"\nheapwatch: interrupted again: {where} keeps every snapshot taken; "
                    f"`heapwatch report {where}` writes its reports", err=True)
