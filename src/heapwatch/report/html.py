@@ -327,7 +327,11 @@ def _memory(a: Analysis, proj: Projection | None, pngs: Mapping[str, bytes]) -> 
     share = a.trace.get("share") or 0
     ticks = ("Ticks along the bottom mark the snapshots; amber ones were taken with "
              f"tracemalloc on ({share:.0%} of them).")
-    if a.trace.get("mode") == "on":
+    if a.agent.get("checked_in") is False:
+        ticks = "Ticks along the bottom mark the snapshots."
+        heap = ("RSS was read from outside the process (no agent ran in it), so there is no "
+                "Python heap to draw.")
+    elif a.trace.get("mode") == "on":
         heap = "The traced Python heap is what tracemalloc counted as live."
     else:
         heap = ("The traced Python heap is not drawn: tracemalloc ran only in windows "
