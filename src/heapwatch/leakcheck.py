@@ -246,19 +246,21 @@ class _Screen:
             del res
         self.n += 1
 
-    def rising(self) -> list[tuple[str, array[int]]]:
-        """Series that rose over the calls so far (net, and in at least half the steps)."""
+    def rising(self, window: int = 8) -> list[tuple[str, array[int]]]:
+        """Series that rose over the last ``window`` calls (net, and in at least half the
+        steps): a cache that filled at the first calls and stays full drops out."""
         out: list[tuple[str, array[int]]] = []
-        need = max(3.0, 0.5 * (self.n - 1))
         cands: list[tuple[str, array[int]]] = [("allocator blocks", self.blocks),
                                                ("objects", self.objects)]
         cands += [(f"type {t.__qualname__}", v) for t, v in self.types.items()]
         cands += [(f"container {oid:#x}", v) for oid, v in self.lens.items() if len(v) >= 4]
         cands += [(path, v) for path, _, v in self.watched.values()]
         for label, v in cands:
-            if len(v) >= 3 and v[-1] - v[0] >= need:
-                ups = sum(1 for a, b in itertools.pairwise(v) if b > a)
-                if 2 * ups >= len(v) - 1:
+            tail = v[-(window + 1):]
+            need = max(3.0, 0.5 * (len(tail) - 1))
+            if len(tail) >= 4 and tail[-1] - tail[0] >= need:
+                ups = sum(1 for a, b in itertools.pairwise(tail) if b > a)
+                if 2 * ups >= len(tail) - 1:
                     out.append((label, v))
         return out
 
