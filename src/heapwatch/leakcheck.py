@@ -470,9 +470,9 @@ def _frames_of(o: Any) -> list[tuple[str, int]]:
 
 def _newest_of(name: str, k: int) -> tuple[list[tuple[int, str | None, list[tuple[str, int]]]],
                                           set[int]]:
-    """The ``k`` newest objects of type ``name`` allocated while tracing, by someone other
-    than heapwatch (the analysis itself makes dicts and lists): id, site, frames; and the
-    ids of what they hold (three levels down)."""
+    """The ``k`` newest objects of type ``name`` not allocated by heapwatch (the analysis
+    itself makes dicts and lists): id, site (None when untraced), frames; and the ids of
+    what they hold (three levels down)."""
     stem = main_stem()
     objs = gc.get_objects()
     kept: list[Any] = []
@@ -482,8 +482,8 @@ def _newest_of(name: str, k: int) -> tuple[list[tuple[int, str | None, list[tupl
             if type_name(type(o), stem) != name:
                 continue
             site, user = _site_of(o)
-            if site is None or is_own(site.rpartition(":")[0]):
-                continue
+            if site is not None and is_own(site.rpartition(":")[0]):
+                continue  # heapwatch's own (the analysis makes dicts and lists)
             got.append((id(o), user or site, _frames_of(o)))
             kept.append(o)
             if len(got) >= k:
