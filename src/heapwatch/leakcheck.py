@@ -527,11 +527,11 @@ def _user_file(filename: str) -> bool:
                 or "site-packages" in filename or "dist-packages" in filename)
 
 
-def _fallback_site() -> str | None:
-    """The user's line under which the most live blocks were allocated since tracing began:
-    where the items of a growing container were made when they have no trace of their
-    own (small ints, interned strings; instances with a managed dict on CPython 3.11)."""
-    snap = tracemalloc.take_snapshot()
+def _fallback_site(snap: tracemalloc.Snapshot) -> str | None:
+    """The user's line under which the most live blocks were allocated since tracing began
+    (``snap``): where the items of a growing container were made when they have no trace
+    of their own (small ints, interned strings; instances with a managed dict on CPython
+    3.11)."""
     counts: dict[str, int] = {}
     for st in snap.statistics("traceback"):
         user = None
@@ -570,7 +570,7 @@ def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
     newest: dict[str, list[tuple[int, str | None, list[tuple[str, int]]]]] = {}
     cached_code: list[tuple[str, int, int]] = []
     holds: dict[str, set[int]] = {}
-    fallback: str | None = None
+    snap: tracemalloc.Snapshot | None = None
     stem = main_stem()
     params = params_for(iterations)
     try:
@@ -603,7 +603,7 @@ def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
         for t in screen.grown_types(since, max(6.0, 0.5 * iterations)):
             name = type_name(t, stem)
             newest[name], holds[name] = _newest_of(name, 16)
-        fallback = _fallback_site()
+        snap = tracemalloc.take_snapshot()  # grouped only if a finding needs it (costly)
         caches, cached_code = _bounded_caches()
         for cache in caches:
             reached[f"<bounded lru_cache {id(cache):#x}>"] = _reach(cache)
@@ -621,7 +621,8 @@ def _diagnose(screen: _Screen, call: Callable[[], None], iterations: int,
     run = screen.run(since, names, samples)
     screen.clear()
     a = analyze(run, params)
-    return _verdicts(a.findings, [*patterns, *bounded], reached, newest, fallback,
+    return _verdicts(a.findings, [*patterns, *bounded], reached, newest,
+                     functools.partial(_fallback_site, snap) if snap is not None else None,
                      cached_code, holds), done
 
 
@@ -631,13 +632,21 @@ def _in_cached_call(frames: list[tuple[str, int]], code: list[tuple[str, int, in
 
 def _verdicts(findings: list[Finding], patterns: Sequence[str], reached: dict[str, set[int]],
               newest: dict[str, list[tuple[int, str | None, list[tuple[str, int]]]]],
-              fallback: str | None, cached_code: Sequence[tuple[str, int, int]] = (),
+              fallback_of: Callable[[], str | None] | None,
+              cached_code: Sequence[tuple[str, int, int]] = (),
               holds: dict[str, set[int]] | None = None) -> list[Finding]:
     """The findings that fail the test: holders not ignored; type findings only when no
     container holds their newest objects (the container finding says it, or its holder
     is ignored and so are they) and they were not made by a bounded cache's function; a
     site where the items had none."""
     code = list(cached_code)
+    cache: list[str | None] = []
+
+    def fallback() -> str | None:
+        if not cache:
+            cache.append(fallback_of() if fallback_of is not None else None)
+        return cache[0]
+
     out: list[Finding] = []
     for f in findings:
         if f.kind != "container" or f.severity not in ("high", "medium"):
@@ -676,12 +685,12 @@ def _verdicts(findings: list[Finding], patterns: Sequence[str], reached: dict[st
         if f.kind == "type" and f.type:
             got = newest.get(f.type, [])
             f = dataclasses.replace(f, site=f.site or next((s for _, s, _ in got if s), None)
-                                    or fallback)
+                                    or fallback())
         if f.kind in ("type", "site") and holder_ignored(f.site, patterns):
             continue
         out.append(f)
-    return [dataclasses.replace(f, site=_short(f.site or fallback), alloc_site=_short(f.alloc_site))
-            for f in out]
+    return [dataclasses.replace(f, site=_short(f.site or fallback()),
+                                alloc_site=_short(f.alloc_site)) for f in out]
 
 
 # -- the check -------------------------------------------------------------------------------
