@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from heapwatch.errors import UsageError
-from heapwatch.leakcheck import _Screen, check, holder_ignored, parse_marker
+from heapwatch.leakcheck import Screen, check, holder_ignored, parse_marker
 
 REGISTRY: list[Any] = []
 MEMO: dict[int, int] = {}
@@ -105,7 +105,7 @@ def test_holder_patterns_never_match_item_types() -> None:
 
 def test_the_screen_does_not_count_its_own_bookkeeping() -> None:
     """Nothing allocated between measures: its block and object series stay flat."""
-    screen = _Screen()
+    screen = Screen()
     gc.freeze()
     try:
         for _ in range(12):
