@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from heapwatch.errors import UsageError
-from heapwatch.leakcheck.diagnose import diagnose, params_for
+from heapwatch.leakcheck.diagnose import diagnose_growth, params_for
 from heapwatch.leakcheck.holders import KNOWN_CACHES, holder_ignored
 from heapwatch.leakcheck.screen import Screen, frozen_heap, growing
 from heapwatch.model import Finding
@@ -204,7 +204,7 @@ def run_check(step: Callable[[int], None], settings: Settings, name: str,
             return LeakResult(False, [], calls, f"{name}: nothing kept growing over "
                               f"{screened} calls (after {settings.warmup} warm-up)", screened,
                               0, wall, outcome, cpu)
-        bad, done = diagnose(screen, call, max(DIAGNOSE, fixed or 0), settings.ignore)
+        bad, done = diagnose_growth(screen, call, max(DIAGNOSE, fixed or 0), settings.ignore)
     del screen
     wall, cpu = cost()
     if not bad:

@@ -44,7 +44,7 @@ def params_for(iterations: int) -> AnalysisParams:
     )
 
 
-def diagnose(screen: Screen, call: Callable[[], None], iterations: int,
+def diagnose_growth(screen: Screen, call: Callable[[], None], iterations: int,
               patterns: Sequence[str]) -> tuple[list[Finding], int]:
     """``iterations`` more calls, watching the containers the owner walk finds, the last
     :data:`TRACED_CALLS` of them with tracemalloc on (tracing slows the calls several
@@ -97,8 +97,7 @@ def diagnose(screen: Screen, call: Callable[[], None], iterations: int,
             reached[key] = reach(obj)
         obj = None
         objs.clear()
-        for t in screen.grown_types(since, max(6.0, 0.5 * iterations)):
-            name = type_name(t, stem)
+        for name in screen.grown_types(since, max(6.0, 0.5 * iterations)):
             newest[name], holds[name] = newest_of(name, 16)
         snap = tracemalloc.take_snapshot()  # grouped only if a finding needs it (costly)
         caches, cached_code = bounded_caches()

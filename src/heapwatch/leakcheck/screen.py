@@ -136,8 +136,17 @@ class Screen:
             return True
         return any(steady(v) for v in self.types.values())
 
-    def grown_types(self, since: int, need: float) -> list[type]:
-        return [t for t, v in self.types.items() if len(v) > since and v[-1] - v[since] >= need]
+    def grown_types(self, since: int, need: float) -> list[str]:
+        """Names of the types whose live count grew by ``need`` since call ``since``, summed
+        by name as the analysis sums them (a class made per call has its own per-class
+        types of the same name, one object each)."""
+        stem = main_stem()
+        growth: dict[str, int] = {}
+        for t, v in self.types.items():
+            if len(v) > since:
+                name = type_name(t, stem)
+                growth[name] = growth.get(name, 0) + v[-1] - v[since]
+        return [name for name, g in growth.items() if g >= need]
 
     def run(self, since: int, names: dict[int, str], samples: list[ItemSample]) -> RunData:
         """Calls ``since``.. as a run the analysis reads: one snapshot per call, call
