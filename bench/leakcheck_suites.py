@@ -245,13 +245,10 @@ def main() -> None:
     args = ap.parse_args()
     py, trees = prepare(args.cache)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    core = "heapwatch.agent.census (pure Python)"
-    try:
-        import heapwatch.agent.core as core_mod  # noqa: F401  (the native census, once merged)
+    from heapwatch.agent import core as core_mod
 
-        core = "heapwatch.agent.core"
-    except ImportError:
-        pass
+    info = core_mod.info()
+    core = info.name + (f" ({info.fallback})" if info.fallback else "")
     print(f"census: {core}; python {sys.version.split()[0]}; load {os.getloadavg()[0]:.1f}")
     for name in ("toolz", "attrs"):
         if args.suite in (name, "all"):

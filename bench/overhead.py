@@ -29,7 +29,12 @@ prints the result; the agent's final snapshot at exit is not part of it either. 
 * ``heapwatch run --trace auto`` on the leak variant (windows open: the share of
   snapshots traced is printed);
 * ``heapwatch run --trace on`` (depth 1, its default);
-* ``tracemalloc.start(1)`` inside the process, without heapwatch.
+* ``tracemalloc.start(1)`` inside the process, without heapwatch;
+* ``heapwatch run --trace auto --metrics 127.0.0.1:0`` on the steady workload, its endpoint
+  scraped every 5 s by the driver (as Prometheus would, a bit faster): the cost of
+  ``--metrics``, to read next to ``auto-steady`` (the exporter runs in heapwatch's CLI
+  process and re-analyses the store after a scrape when a snapshot came; the target only
+  shares the machine's cores with it). The notes give the number of scrapes and their median time.
 
 For the ``auto`` variants the table also shows the time per request over only the parts
 of the work that did not overlap a tracing window (the child records a timestamp every 1%
@@ -58,6 +63,7 @@ import collections
 import json
 import os
 import platform
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -182,7 +188,48 @@ VARIANTS: list[Variant] = [
     ("auto-leak", "heapwatch --trace auto, small leak", "auto", "leak", False, False),
     ("on", "heapwatch --trace on (depth 1)", "on", "steady", False, True),
     ("tracemalloc", "tracemalloc.start(1), no heapwatch", None, "steady", True, True),
+    ("auto-metrics", "heapwatch --trace auto --metrics, steady", "auto", "steady", False, False),
 ]
+SCRAPE_EVERY_S = 5.0  # a fast Prometheus scrape (its usual is 15-60 s)
+
+
+def run_scraped(cmd: list[str], scrape_every: float = SCRAPE_EVERY_S
+                ) -> tuple[subprocess.CompletedProcess[str], list[float]]:
+    """Run ``heapwatch run --metrics 127.0.0.1:0 ...`` and scrape its endpoint every
+    ``scrape_every`` seconds until it exits; return the process and each scrape's time."""
+    import re
+    import threading
+    import urllib.request
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    head: list[str] = []
+    url = None
+    for line in proc.stderr:
+        head.append(line)
+        m = re.search(r"metrics on (http://\S+/metrics)", line)
+        if m:
+            url = m.group(1)
+            break
+    times: list[float] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while url and not stop.wait(scrape_every):
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    resp.read()
+            except OSError:
+                continue  # the run is ending
+            times.append(time.perf_counter() - t)
+
+    thread = threading.Thread(target=scrape, daemon=True)
+    thread.start()
+    out, err = proc.communicate(timeout=900)
+    stop.set()
+    thread.join(timeout=15)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(head) + err), times
 
 
 def child_cmd(kind: str, requests: int, tm: bool, settle: float = 0.5) -> list[str]:
@@ -202,17 +249,33 @@ def last_json(stdout: str) -> dict[str, Any]:
 
 
 def run_once(variant: Variant, interval: float | None, requests: int, tmp: str,
-             prefix: list[str] | None = None) -> dict[str, Any]:
+             prefix: list[str] | None = None, scrape_every: float = SCRAPE_EVERY_S
+             ) -> dict[str, Any]:
     key, _label, trace, kind, tm, _traced = variant
     cmd = child_cmd(kind, requests, tm)
     out_dir = None
     if trace is not None:
         out_dir = tempfile.mkdtemp(prefix=f"{key}-", dir=tmp)
+        metrics = ["--metrics", "127.0.0.1:0"] if key.endswith("-metrics") else []
         cmd = [sys.executable, "-m", "heapwatch", "run", "--trace", trace,
-               "--interval", f"{interval:g}", "--out", out_dir, "--", *cmd]
+               "--interval", f"{interval:g}", "--out", out_dir, *metrics, "--", *cmd]
     t0 = time.monotonic()
-    proc = subprocess.run([*(prefix or []), *cmd], capture_output=True, text=True, timeout=900)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    scrapes: list[float] | None = None
+    if key.endswith("-metrics"):
+        proc, scrapes = run_scraped([*(prefix or []), *cmd], scrape_every)
+    else:
+        proc = subprocess.run([*(prefix or []), *cmd], capture_output=True, text=True,
+                              timeout=900)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = last_json(proc.stdout)
+    # CPU of everything this run started (heapwatch's CLI, its exporter, the target): what
+    # --metrics adds shows here, and CPU time is far less sensitive to other load than
+    # wall time.
+    res["cpu_total"] = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    if scrapes is not None:
+        res["scrapes"] = len(scrapes)
+        res["scrape_ms"] = 1000 * statistics.median(scrapes) if scrapes else None
     res["wall_total"] = time.monotonic() - t0
     res["per_1k"] = 1e6 * res["elapsed"] / res["requests"]  # ms per 1,000 requests
     # CPU of the other threads (the agent's) while the work ran, per main-thread CPU second:
@@ -341,6 +404,10 @@ def fmt_notes(runs: list[dict[str, Any]]) -> str:
     if any(r.get("traced_s") for r in runs):
         out += (f"; traced {each('.1f', 'traced_s')} s of the timed work, requests outside "
                 f"windows {each('.0%', 'outside_share')}")
+    out += f"; CPU of the whole run (heapwatch + target) {each('.2f', 'cpu_total')} s"
+    if any("scrapes" in r for r in runs):
+        out += (f"; scrapes {each('d', 'scrapes')}, median scrape {each('.1f', 'scrape_ms')} "
+                f"ms")
     errors = {r["outside_error"] for r in runs if r.get("outside_error")}
     if errors:
         out += f"; windows unknown: {', '.join(errors)}"
@@ -353,6 +420,8 @@ def main() -> int:
                    help="plain-python time of the fixed work, calibrated [10]")
     p.add_argument("--repeat", type=int, default=3, help="runs per variant and interval [3]")
     p.add_argument("--intervals", default="5,0.5", help="heapwatch intervals, seconds [5,0.5]")
+    p.add_argument("--scrape-every", type=float, default=SCRAPE_EVERY_S,
+                   help=f"seconds between scrapes of the --metrics variant [{SCRAPE_EVERY_S:g}]")
     p.add_argument("--only", default="", help="comma-separated variant keys: "
                    + ",".join(v[0] for v in VARIANTS))
     p.add_argument("--profile", default="",
@@ -398,7 +467,8 @@ def main() -> int:
             plan.extend((v, i) for i in intervals)
     for rnd in range(args.repeat):
         for v, interval in plan:
-            res = run_once(v, interval, requests_tm if v[5] else requests, tmp)
+            res = run_once(v, interval, requests_tm if v[5] else requests, tmp,
+                           scrape_every=args.scrape_every)
             results[(v[0], interval)].append(res)
             print(f"  [{time.monotonic() - t_start:5.0f} s] round {rnd + 1}: {v[0]:<12} "
                   f"{'' if interval is None else f'@{interval:g}s':<6} {res['elapsed']:.2f} s, "
@@ -462,6 +532,13 @@ def main() -> int:
         if leak:
             print(f"  leak variant @ {i:g} s: verdicts {[r.get('verdict') for r in leak]}; first "
                   f"finding: {leak[0].get('first')}")
+    for i in intervals:
+        a, m = results.get(("auto-steady", i)), results.get(("auto-metrics", i))
+        if a and m:
+            ca = statistics.median(r["cpu_total"] for r in a)
+            cm = statistics.median(r["cpu_total"] for r in m)
+            print(f"  --metrics @ {i:g} s: CPU of the whole run, median {ca:.2f} s without, "
+                  f"{cm:.2f} s with ({cm - ca:+.2f} s, {100 * (cm / ca - 1):+.1f}%)")
     print(f"\ntotal time {time.monotonic() - t_start:.0f} s; {platform.python_implementation()} "
           f"{platform.python_version()}, {os.cpu_count()} cores; load average (1 min) "
           f"{load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")

@@ -8,7 +8,12 @@ measures on the same heap:
   and the owner-path walk ``paths.discover(100, 10.0, 10**9)`` alone;
 * ``objgraph.typestats()``;
 * ``pympler.summary.summarize(pympler.muppy.get_objects())``;
-* ``gc.get_objects()`` (the floor) and ``Counter(map(type, gc.get_objects()))``.
+* ``gc.get_objects()`` (the floor) and ``Counter(map(type, gc.get_objects()))``;
+* the census alone (``heapwatch.agent.core.census``) on the native core (C, one pass
+  under the GIL) and on the pure-Python core, each with the longest time it held the GIL
+  (the longest gap seen by a thread that wakes every 0.5 ms), and the agent snapshot on the
+  pure-Python core. Goals (issue 11): native census <= 0.3x ``objgraph.typestats()`` at 1M
+  and 3M objects, longest GIL hold <= 50 ms at 1M.
 
 Each heap is built once with tracemalloc on (when the traced variant is measured for
 that size): the traced snapshots are taken first, then tracemalloc is stopped and
@@ -38,13 +43,14 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from heapwatch.agent import paths
+from heapwatch.agent import core, paths
 from heapwatch.agent.sampler import Agent, AgentConfig
 
 # The heap lives in a module global, as a service's caches and registries do, so the
@@ -142,16 +148,53 @@ class Row:
         return max(self.times) * 1e3
 
 
-def timed(fn: Callable[[], Any], n: int) -> list[float]:
+def timed(fn: Callable[[], Any], n: int, collect: bool = True) -> list[float]:
     """``n`` timed calls of ``fn`` (its result dropped inside the timing); gc.collect() once
-    before the batch."""
-    gc.collect()
+    before the batch (unless ``collect`` is false)."""
+    if collect:
+        gc.collect()
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def timed_gil(fn: Callable[[], Any], n: int) -> tuple[list[float], float]:
+    """Like :func:`timed`, and the longest gap a thread sleeping 0.5 ms at a time saw while
+    the calls ran: the longest stretch for which ``fn`` held the GIL."""
+    stop = threading.Event()
+    gaps: list[float] = []
+
+    def tick() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            time.sleep(0.0005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    gc.collect()  # before the ticker starts: a full collection is not the census's hold
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    time.sleep(0.01)
+    try:
+        times = timed(fn, n, collect=False)
+    finally:
+        stop.set()
+        ticker.join()
+    return times, max(gaps, default=0.0)
+
+
+def census_with(core_name: str) -> Callable[[], Any]:
+    def run() -> None:
+        core.use(core_name)
+        try:
+            core.census(100, set())
+        finally:
+            core.use(None)
+    return run
 
 
 _STORE_SEQ = itertools.count()  # one store file per agent
@@ -182,7 +225,7 @@ def wait_first(agent: Agent) -> None:
 
 
 def agent_snapshots(
-    store_dir: str, trace: str, n: int
+    store_dir: str, trace: str, n: int, core_name: str | None = None
 ) -> tuple[Row, Row | None, Row | None]:
     """Start an agent (its thread takes a first snapshot), warm up once, time ``n`` snapshots.
 
@@ -193,6 +236,7 @@ def agent_snapshots(
         store=os.path.join(store_dir, f"run-{next(_STORE_SEQ)}-{trace}.sqlite"),
         interval=3600, trace=trace,
     )
+    core.use(core_name)
     agent = Agent(cfg)
     agent.start()
     try:
@@ -209,7 +253,8 @@ def agent_snapshots(
             times.append(time.perf_counter() - t0)
     finally:
         agent.stop()
-    label = f"heapwatch snapshot (trace {trace})"
+        core.use(None)
+    label = f"heapwatch snapshot (trace {trace}" + (f", {core_name} core)" if core_name else ")")
     errs = store_errors(cfg.store)
     with_w = [t for t, w in zip(times, walk, strict=True) if w]
     without = [t for t, w in zip(times, walk, strict=True) if not w]
@@ -352,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"python {platform.python_version()} ({platform.python_implementation()}), "
         f"{platform.machine()}, {platform.system()} {platform.release()}, "
-        f"os.cpu_count()={os.cpu_count()}"
+        f"os.cpu_count()={os.cpu_count()}; heapwatch core: {core.info().name}"
+        + (f" ({core.info().fallback})" if core.info().fallback else "")
     )
     print(
         f"sizes {', '.join(fmt_size(s) for s in sizes)}; repeat {repeat} "
@@ -374,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     summary: list[tuple[str, int, dict[str, Row]]] = []
+    gil_holds: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="heapwatch-bench-") as tmp:
         for size in sizes:
             traced = 0 < size <= traced_max
@@ -407,6 +454,21 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(t_off)
                 rows.extend(r for r in (t_off_w, t_off_nw) if r is not None)
                 byname["hw_off"] = t_off
+                if core.info().name == "native":
+                    t_py, _, _ = agent_snapshots(tmp, "off", hw_repeat, "python")
+                    rows.append(t_py)
+                    byname["hw_py"] = t_py
+                _, floor_gap = timed_gil(lambda: time.sleep(0.05), repeat)
+                gil_holds[(fmt_size(size), "floor")] = floor_gap
+                for name in ("native", "python"):
+                    if name == "native" and core.load_native()[0] is None:
+                        continue
+                    times, hold = timed_gil(census_with(name), repeat)
+                    r = Row(f"census alone, {name} core", times,
+                            f"(longest GIL hold {hold * 1e3:.1f} ms)")
+                    rows.append(r)
+                    byname[f"census_{name}"] = r
+                    gil_holds[(fmt_size(size), name)] = hold
                 if measured_traced:
                     rows.append(t_on)
                     rows.extend(r for r in (t_on_w, t_on_nw) if r is not None)
@@ -451,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
                 free_heap()
 
     cols = [
-        ("hw_off", "heapwatch off"), ("hw_on", "heapwatch on"), ("discover", "discover"),
+        ("hw_off", "heapwatch off"), ("hw_py", "hw off, py core"), ("hw_on", "heapwatch on"),
+        ("discover", "discover"), ("census_native", "census C"), ("census_python", "census py"),
         ("objgraph", "objgraph"), ("pympler", "pympler"), ("gc", "gc.get_objects"),
         ("counter", "Counter"),
     ]
@@ -465,6 +528,19 @@ def main(argv: list[str] | None = None) -> int:
             text = "-" if cell is None else f"{cell.median_ms:.1f} ({cell.max_ms:.0f})"
             cells.append(f"  {text:>17}")
         print(f"  {label:>5} {count:>10,}" + "".join(cells))
+    print("\n== census: ratio to objgraph.typestats() (goal for C: <= 0.3x at 1M and 3M), "
+          "longest GIL hold (goal for C: <= 50 ms at 1M) ==")
+    for label, _, byname in summary:
+        og = byname.get("objgraph")
+        print(f"  {label:>5}  (the same ticker while nothing runs: longest gap "
+              f"{gil_holds[(label, 'floor')] * 1e3:.1f} ms, the machine's own noise)")
+        for name in ("native", "python"):
+            r = byname.get(f"census_{name}")
+            if r is None:
+                continue
+            ratio = f"{r.median_ms / og.median_ms:.2f}x" if og is not None else "-"
+            print(f"  {label:>5}  {name:<7} {r.median_ms:8.1f} ms  {ratio:>6} of objgraph  "
+                  f"GIL held up to {gil_holds[(label, name)] * 1e3:.1f} ms")
     print(f"\ntotal time {time.perf_counter() - t_start:.1f} s")
     return 0
 

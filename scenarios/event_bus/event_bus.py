@@ -47,19 +47,21 @@ def handle_request(req_id: int) -> int:
     # BUG: missing ``bus.BUS.unsubscribe(handler.on_config_changed)`` (e.g. in a finally)
 
 
-def run(duration: float | None) -> None:
+def run(duration: float | None, load_for: float | None = None) -> None:
     print("ready", flush=True)
     start = time.monotonic()
     deadline = None if duration is None else start + duration
+    load_until = None if load_for is None else start + load_for
     next_tick = start
     req_id = 0
     tick = 0
     while deadline is None or time.monotonic() < deadline:
-        for _ in range(REQUESTS_PER_TICK):
+        busy = load_until is None or time.monotonic() < load_until
+        for _ in range(REQUESTS_PER_TICK if busy else 0):
             req_id += 1
             handle_request(req_id)
         tick += 1
-        if tick % CONFIG_RELOAD_EVERY == 0:
+        if busy and tick % CONFIG_RELOAD_EVERY == 0:
             CONFIG["version"] += 1
             CONFIG["timeout"] = random.choice((0.5, 1.0, 2.0))
             bus.BUS.publish("config", dict(CONFIG))
@@ -79,9 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="exit after this many seconds (default: run until interrupted)",
     )
+    parser.add_argument(
+        "--load-for",
+        type=float,
+        default=None,
+        help="handle requests for this many seconds only, then stay idle (default: all along)",
+    )
     args = parser.parse_args(argv)
     try:
-        run(args.duration)
+        run(args.duration, args.load_for)
     except KeyboardInterrupt:
         return 0
     return 0

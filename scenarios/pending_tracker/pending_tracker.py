@@ -80,14 +80,16 @@ def handle_batch(backend: FakeBackend) -> None:
         TRACKER.on_response(req_id)
 
 
-def run(duration: float | None) -> None:
+def run(duration: float | None, load_for: float | None = None) -> None:
     backend = FakeBackend()
     print("ready", flush=True)
     start = time.monotonic()
     deadline = None if duration is None else start + duration
+    load_until = None if load_for is None else start + load_for
     next_tick = start
     while deadline is None or time.monotonic() < deadline:
-        handle_batch(backend)
+        if load_until is None or time.monotonic() < load_until:
+            handle_batch(backend)
         next_tick += TICK
         delay = next_tick - time.monotonic()
         if delay > 0:
@@ -105,11 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         help="exit after this many seconds (default: run until interrupted)",
     )
     parser.add_argument("--fixed", action="store_true", help="run the repaired version")
+    parser.add_argument(
+        "--load-for",
+        type=float,
+        default=None,
+        help="handle requests for this many seconds only, then stay idle (default: all along)",
+    )
     args = parser.parse_args(argv)
     global FIXED
     FIXED = args.fixed
     try:
-        run(args.duration)
+        run(args.duration, args.load_for)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -36,14 +36,16 @@ def handle_batch(state: dict[str, int]) -> int:
     return size
 
 
-def run(duration: float | None) -> None:
+def run(duration: float | None, load_for: float | None = None) -> None:
     state = {"rev": 0}
     print("ready", flush=True)
     start = time.monotonic()
     deadline = None if duration is None else start + duration
+    load_until = None if load_for is None else start + load_for
     next_tick = start
     while deadline is None or time.monotonic() < deadline:
-        handle_batch(state)
+        if load_until is None or time.monotonic() < load_until:
+            handle_batch(state)
         next_tick += TICK
         delay = next_tick - time.monotonic()
         if delay > 0:
@@ -60,9 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="exit after this many seconds (default: run until interrupted)",
     )
+    parser.add_argument(
+        "--load-for",
+        type=float,
+        default=None,
+        help="handle requests for this many seconds only, then stay idle (default: all along)",
+    )
     args = parser.parse_args(argv)
     try:
-        run(args.duration)
+        run(args.duration, args.load_for)
     except KeyboardInterrupt:
         return 0
     return 0

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+RECONNECT = 20  # requests per connection
+
 
 def run(url: str, seconds: float, max_requests: int, threads: int,
         until_gone: int | None = None, rate: float = 0.0,
@@ -42,28 +44,40 @@ def run(url: str, seconds: float, max_requests: int, threads: int,
             return True
         return False
 
+    def one(client: httpx.Client, i: int) -> bool:
+        """One request for product ``i``; False when the run is over."""
+        with lock:
+            if counts["requests"] >= max_requests:
+                return False
+            counts["requests"] += 1
+            due = t_start + counts["requests"] / rate if rate > 0 else 0.0
+        if due > time.monotonic():
+            time.sleep(due - time.monotonic())
+        try:
+            r = client.get(f"{url}/product/{i % 100_000}")
+            ok = r.status_code == 200
+            why = f"HTTP {r.status_code}"
+        except httpx.HTTPError as exc:
+            ok, why = False, type(exc).__name__
+        if not ok:
+            with lock:
+                counts["failed"] += 1
+                errors[why] = errors.get(why, 0) + 1
+        return True
+
     def worker(n: int) -> None:
-        with httpx.Client(timeout=30.0) as client:
-            i = n
-            while time.monotonic() < deadline and not gone():
-                with lock:
-                    if counts["requests"] >= max_requests:
+        i = n
+        while True:
+            # A fresh connection every RECONNECT requests, as many clients would make: a
+            # pre-fork server's kernel hands each connection to one worker, so four
+            # connections kept alive for a whole run left a worker idle one run in eight.
+            with httpx.Client(timeout=30.0) as client:
+                for _ in range(RECONNECT):
+                    if time.monotonic() >= deadline or gone():
                         return
-                    counts["requests"] += 1
-                    due = t_start + counts["requests"] / rate if rate > 0 else 0.0
-                if due > time.monotonic():
-                    time.sleep(due - time.monotonic())
-                i += threads
-                try:
-                    r = client.get(f"{url}/product/{i % 100_000}")
-                    ok = r.status_code == 200
-                    why = f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    ok, why = False, type(exc).__name__
-                if not ok:
-                    with lock:
-                        counts["failed"] += 1
-                        errors[why] = errors.get(why, 0) + 1
+                    i += threads
+                    if not one(client, i):
+                        return
 
     t0 = time.monotonic()
     pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from heapwatch import redact
 from heapwatch.agent import Agent, AgentConfig
 from heapwatch.agent import current as _current_agent
 from heapwatch.agent.naming import main_stem
@@ -34,12 +35,18 @@ from heapwatch.store import STORE_NAME
 _lock = threading.Lock()
 _agent: Agent | None = None
 _run_dir: str | None = None
+_follower: Any = None  # the metrics exporter or retention follower start() began
+# The in-process exporter analyses the store inside this process: it may use this share
+# of one core (the CLI's exporter, in its own process, uses 0.1).
+IN_PROCESS_DUTY = 0.02
 
 
 def run_meta(command: list[str], interval: float, trace: str, trace_depth: int,
-             how: str) -> dict[str, Any]:
+             how: str, show_names: bool = False) -> dict[str, Any]:
+    """The run's metadata; its command line with secret-looking arguments hidden
+    (``heapwatch.redact.argv``) unless ``show_names``."""
     return {
-        "command": command,
+        "command": list(command) if show_names else redact.argv(command),
         "how": how,
         "host": socket.gethostname(),
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -56,15 +63,20 @@ def start(
     interval: float | str = 5.0,
     trace: str = "auto",
     trace_depth: int | None = None,
+    metrics: str | None = None,
+    retain: float | str | None = None,
     **options: Any,
 ) -> str:
     """Start the agent in this process; return the run directory.
 
     ``out`` is the run directory (default ``reports/<script>-<time>``); ``interval`` is
-    seconds or a duration string (``"500ms"``). Raises ``HeapwatchError`` when already
-    started.
+    seconds or a duration string (``"500ms"``). ``metrics="127.0.0.1:9464"`` serves
+    heapwatch's series for Prometheus from this process (a port it opens because you
+    asked; needs prometheus_client); ``retain="1h"`` keeps the store from growing by
+    thinning snapshots older than that (off by default: every snapshot is kept). Raises
+    ``HeapwatchError`` when already started.
     """
-    global _agent, _run_dir
+    global _agent, _run_dir, _follower
     with _lock:
         if _agent is not None and _agent.running:
             raise HeapwatchError("heapwatch is already started in this process: call stop() first")
@@ -74,6 +86,15 @@ def start(
                 "or attach): use mark()/snapshot() through it, or run without the wrapper"
             )
         seconds = parse_duration(interval)
+        retention = None
+        if retain is not None:
+            from heapwatch.retention import parse_retain
+
+            retention = parse_retain(str(retain))
+        if metrics is not None:
+            from heapwatch.metrics import parse_listen
+
+            parse_listen(metrics)
         if trace_depth is None:
             trace_depth = default_trace_depth(trace)
         run_dir = prepare_run_dir(out or default_run_dir(main_stem()))
@@ -86,13 +107,38 @@ def start(
             interval=seconds,
             trace=trace,
             trace_depth=trace_depth,
-            run_meta=run_meta(list(sys.argv), seconds, trace, trace_depth, "api"),
+            run_meta=run_meta(list(sys.argv), seconds, trace, trace_depth, "api",
+                              bool(options.get("show_names"))),
             **options,
         )
         agent = Agent(config)
         agent.start()
+        try:
+            _follower = _follow(config.store, seconds, metrics, retention)
+        except BaseException:
+            agent.stop("api")
+            raise
         _agent, _run_dir = agent, run_dir
         return run_dir
+
+
+def _follow(store: str, interval: float, metrics: str | None, retention: Any) -> Any:
+    if metrics is None and retention is None:
+        return None
+    from heapwatch.metrics import Follower, serve
+
+    if metrics is not None:
+        return serve(metrics, store, interval, retention, duty=IN_PROCESS_DUTY)
+    follower = Follower(store, interval, duty=IN_PROCESS_DUTY, retention=retention,
+                        metrics=False)
+    follower.start()
+    return follower
+
+
+def metrics_address() -> tuple[str, int] | None:
+    """(host, port) the in-process metrics endpoint listens on, when start() opened one."""
+    address: tuple[str, int] | None = getattr(_follower, "address", None)
+    return address
 
 
 def _running() -> Agent:
@@ -116,12 +162,14 @@ def snapshot() -> int:
 
 def stop() -> Result:
     """Stop the agent (final snapshot, store closed) and analyse the run."""
-    global _agent, _run_dir
+    global _agent, _run_dir, _follower
     with _lock:
         if _agent is None or not _agent.running:
             raise HeapwatchError("heapwatch is not started: stop() needs a start() before it")
-        agent, run_dir = _agent, _run_dir
-        _agent = _run_dir = None
+        agent, run_dir, follower = _agent, _run_dir, _follower
+        _agent = _run_dir = _follower = None
+    if follower is not None:
+        follower.close()
     agent.stop("api")
     assert run_dir is not None
     return Result(run_dir)

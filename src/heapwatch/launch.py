@@ -9,27 +9,30 @@ private control socket first, then ends the target with SIGINT, SIGTERM, then SI
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import heapwatch
 from heapwatch.agent.sampler import AgentConfig
 from heapwatch.api import run_meta
-from heapwatch.errors import AgentError, LaunchError
+from heapwatch.errors import AgentError, LaunchError, StoreError
 from heapwatch.model import Mark
 from heapwatch.observe import TreeObserver
 from heapwatch.schedule import Phase, start_load, stop_load
 from heapwatch.store import STORE_NAME, LiveReader, Writer
 
+RESERVE_BYTES = 1 << 20  # room kept for the last metadata and the reports on a full disk
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(heapwatch.__file__)))
 
@@ -46,9 +49,11 @@ class Interrupted(Exception):
 class LaunchResult:
     run_dir: str
     exit_code: int | None
-    ended_by: str  # "exit" | "duration" | "interrupt"
+    ended_by: str  # "exit" | "duration" | "interrupt" | "error"
     checked_in: bool
     no_agent_reason: str | None
+    error: str | None = None  # what ended the run early (ended_by "error"): heapwatch exits 2
+    store_errors: list[str] = field(default_factory=list)  # heapwatch's own failed writes
 
 
 def looks_like_python(cmd: list[str]) -> bool:
@@ -97,12 +102,16 @@ def child_env(config_path: str, children: str = "all") -> dict[str, str]:
     return env
 
 
-def send_command(sock_path: str, line: str, timeout: float = 30.0) -> str:
-    """Send one command to an agent's control socket; return its reply line."""
+def send_command(sock_path: str, line: str, timeout: float = 30.0,
+                 expect_pid: int | None = None) -> str:
+    """Send one command to an agent's control socket; return its reply line. With
+    ``expect_pid``, nothing is sent unless that process is the one serving the socket."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(sock_path)
+            if expect_pid is not None:
+                _check_peer(s, sock_path, expect_pid)
             s.sendall(line.encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
@@ -116,6 +125,16 @@ def send_command(sock_path: str, line: str, timeout: float = 30.0) -> str:
     return data.decode("utf-8", "replace").strip()
 
 
+def _check_peer(s: socket.socket, sock_path: str, pid: int) -> None:
+    if not hasattr(socket, "SO_PEERCRED"):  # pragma: no cover - Linux has it
+        return
+    creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    peer_pid, peer_uid, _ = struct.unpack("3i", creds)
+    if peer_pid != pid:
+        raise AgentError(f"refusing the socket {sock_path}: it is served by process {peer_pid} "
+                         f"(uid {peer_uid}), not by the agent in process {pid} (an impostor?)")
+
+
 def run(
     cmd: list[str],
     run_dir: str,
@@ -127,6 +146,7 @@ def run(
     notice: Callable[[str], None] | None = None,
     phases: list[Phase] | None = None,
     children: str = "all",
+    show_names: bool = False,
     max_snapshots: int | None = None,
 ) -> LaunchResult:
     """Run ``cmd`` under the agent until it exits, ``duration`` passes, the agent has taken
@@ -136,18 +156,32 @@ def run(
     recorded from outside."""
     check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
-    meta = run_meta(list(cmd), interval, trace, trace_depth, "run")
+    meta = run_meta(list(cmd), interval, trace, trace_depth, "run", show_names)
     meta["cwd"] = os.getcwd()
     meta["children"] = children
-    writer = Writer(store_path, meta={"run": meta})
-    sock_dir = tempfile.mkdtemp(prefix="heapwatch-")  # 0700: the control socket lives here
+    writer = Writer(store_path, meta={"run": meta}, reserve=RESERVE_BYTES)
+    # The run's private files live in a fresh 0700 directory of their own (mkdtemp: made
+    # exclusively, never reused): the control sockets, the agent's config, the claim the
+    # first Python process takes, and the agents' start errors. A stale one cannot exist.
+    sock_dir = tempfile.mkdtemp(prefix="heapwatch-")
     sock_path = os.path.join(sock_dir, "agent.sock")
     config = AgentConfig(store=store_path, interval=interval, trace=trace,
-                         trace_depth=trace_depth, control=sock_path, children=children)
-    config_path = os.path.join(run_dir, "agent-config.json")
-    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                         trace_depth=trace_depth, control=sock_path, children=children,
+                         show_names=show_names)
+    config_path = os.path.join(sock_dir, "agent-config.json")
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({k: v for k, v in asdict(config).items() if k != "run_meta"}, f)
+    store_errors: list[str] = []
+
+    def store(write: Callable[[], object]) -> None:
+        """A failed write of heapwatch's own (a full disk) costs only itself."""
+        try:
+            write()
+        except StoreError as exc:
+            if str(exc) not in store_errors:
+                store_errors.append(str(exc))
+
     isolating = _isolating_flag(cmd)
     if notice is not None:
         if isolating:
@@ -170,6 +204,7 @@ def run(
     next_count = started
     checked_in = False
     ended_by = "exit"
+    ended_t: float | None = None  # when the target ended by itself
     old_term = signal.getsignal(signal.SIGTERM)
 
     def _on_term(signum: int, frame: object) -> None:
@@ -177,6 +212,7 @@ def run(
 
     signal.signal(signal.SIGTERM, _on_term)
     plan = list(phases or [])
+    error: str | None = None
     phase_i = -1
     phase_end = 0.0
     load: subprocess.Popen[bytes] | None = None
@@ -191,16 +227,17 @@ def run(
             return False
         ph = plan[phase_i]
         phase_end = now + ph.seconds
+        if notice is not None:
+            notice(f"phase {ph.name} for {ph.seconds:g}s"
+                   + (f": {' '.join(ph.command)}" if ph.command else ""))
+        load = start_load(ph, load_env)  # first: a phase whose load cannot start is not marked
         from heapwatch.control import broadcast
 
         replies = broadcast(store_path, f"mark {ph.name}", first=sock_path, timeout=10.0)
         if not any(r.startswith("ok") for _, r in replies):
             # no agent: the mark still goes into the store
-            writer.write_mark(Mark(t=time.time(), phase=ph.name, pid=proc.pid, source="schedule"))
-        if notice is not None:
-            notice(f"phase {ph.name} for {ph.seconds:g}s"
-                   + (f": {' '.join(ph.command)}" if ph.command else ""))
-        load = start_load(ph, load_env)
+            store(lambda: writer.write_mark(Mark(t=time.time(), phase=ph.name, pid=proc.pid,
+                                                 source="schedule")))
         return True
 
     try:
@@ -208,13 +245,14 @@ def run(
             while True:
                 try:
                     proc.wait(timeout=0.1)
+                    ended_t = time.time()
                     break
                 except subprocess.TimeoutExpired:
                     pass
                 now = time.monotonic()
                 if not checked_in:
                     checked_in = reader.meta("agent") is not None
-                observer.poll(now)
+                store(functools.partial(observer.poll, now))
                 if status is not None and now >= next_status:
                     n, rss, top = reader.progress()
                     rss_s = f"{rss / 1048576:.1f} MiB" if rss else "–"
@@ -239,6 +277,8 @@ def run(
             if notice is not None:
                 notice("stopping: final snapshot, then the reports (Ctrl-C again to leave "
                        "the run as it is)")
+        except LaunchError as exc:  # a phase's load command could not start: end the run
+            ended_by, error = "error", str(exc)
         try:
             stop_load(load)
             if proc.poll() is None:
@@ -259,28 +299,35 @@ def run(
             observer.poll(force=True)  # the ends nobody reported
         except Exception:
             pass
+        reason = None if checked_in else _no_agent_reason(sock_dir, cmd, isolating)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         reader.close()
         shutil.rmtree(sock_dir, ignore_errors=True)
     code = proc.returncode
     if code is not None:
-        writer.end_process(proc.pid, time.time(), "exit",
-                           exit_code=code if code >= 0 else None,
-                           exit_signal=-code if code < 0 else None)
-    reason = None
-    if not checked_in:
-        reason = _no_agent_reason(run_dir, cmd, isolating)
-    writer.set_meta({"launch": {"exit_code": code, "ended_by": ended_by,
-                                "checked_in": checked_in, "no_agent_reason": reason,
-                                "wall_s": round(time.monotonic() - started, 3)}})
+        store(lambda: writer.end_process(proc.pid, time.time(), "exit",
+                                         exit_code=code if code >= 0 else None,
+                                         exit_signal=-code if code < 0 else None))
+    disk_full = writer.full or _disk_full(run_dir)  # before the reserve makes room again
+    writer.release_reserve()
+    store(lambda: writer.set_meta({"launch": {
+        "exit_code": code, "ended_by": ended_by, "checked_in": checked_in,
+        "no_agent_reason": reason, "error": error, "disk_full": disk_full,
+        "ended_t": ended_t if ended_by == "exit" else None, "pid": proc.pid,
+        "wall_s": round(time.monotonic() - started, 3)}}))
     writer.close()
-    for name in ("agent-config.json", "agent.claim"):
-        try:
-            os.unlink(os.path.join(run_dir, name))
-        except OSError:
-            pass
-    return LaunchResult(run_dir, code, ended_by, checked_in, reason)
+    return LaunchResult(run_dir, code, ended_by, checked_in, reason, error, store_errors)
+
+
+def _disk_full(directory: str) -> bool:
+    """True when the filesystem of ``directory`` has no room left for us."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return free * st.f_frsize < 64 * 1024
 
 
 def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, store: str, agent: bool
@@ -308,8 +355,8 @@ def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, store: str, agen
             continue
 
 
-def _no_agent_reason(run_dir: str, cmd: list[str], isolating: str | None) -> str:
-    err = os.path.join(run_dir, "agent-error.txt")
+def _no_agent_reason(private_dir: str, cmd: list[str], isolating: str | None) -> str:
+    err = os.path.join(private_dir, "agent-error.txt")
     if os.path.exists(err):
         with open(err, encoding="utf-8", errors="replace") as f:
             return "the agent failed to start in the target: " + f.read().strip()[:300]
@@ -322,6 +369,8 @@ def _no_agent_reason(run_dir: str, cmd: list[str], isolating: str | None) -> str
 
 def exit_status(result: LaunchResult) -> int:
     """heapwatch run's exit code: the target's own when it ended by itself."""
+    if result.error is not None:
+        return 2
     if result.ended_by == "interrupt":
         return 130
     if result.ended_by == "duration":

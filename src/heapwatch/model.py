@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+
 SCHEMA_VERSION = 2
 # Store versions this heapwatch can read: 1 (one process per run, no ``processes`` table).
 READABLE_SCHEMAS = (1, 2)
@@ -42,6 +44,7 @@ class ProcessStat:
     sockets: int | None = None
     tmp_files: int | None = None
     gc_garbage: int | None = None
+    cpu_s: float | None = None  # the target's CPU time (the agent's own thread left out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ class ContainerStat:
     length: int
     size: int = 0
     path: str | None = None
+    bound: int | None = None  # a known maximum length: deque maxlen, lru_cache maxsize...
 
     def _sort_key(self) -> tuple[bool, int, str]:
         return (self.path is None, -self.length, self.key)  # named ones survive a cap
@@ -70,6 +74,7 @@ class ItemSample:
     site: str | None = None
     user_site: str | None = None
     item_bytes: int = 0
+    inferred: bool = False  # the site is a field's (the item itself had no trace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +176,9 @@ class Finding:
     score: float = 0.0
     fit: tuple[float, float, float, float] | None = None  # slope/s, intercept, x from, x to
     pid: int | None = None  # the process whose series this finding was judged on
+    site_note: str | None = None  # how the site was found, when not from the item's own trace
+    retained: dict[str, Any] | None = None  # growth while active, kept when idle
+    group: int = 1  # identical findings folded into this one
 
     @property
     def fingerprint(self) -> str:
@@ -207,5 +215,8 @@ class Finding:
             "series": self.series_key,
             "fingerprint": self.fingerprint,
             "pid": self.pid,
+            "site_note": self.site_note,
+            "retained": self.retained,
+            "group": self.group,
         }
         return out

@@ -61,12 +61,12 @@ class Outcome:
 
 
 def judge(a: Analysis, budgets: list[Budget], fail_on: set[str], ignore: list[str],
-          history_path: str | None, min_window: float) -> Outcome:
+          history_path: str | None, min_window: float, service: str = "") -> Outcome:
     """Apply ignores, history and budgets to ``a`` (filling its soak fields)."""
     findings = [f.as_dict() for f in a.findings]
     a.ignored = {f["fingerprint"] for f in findings if ignored(f, ignore)}
     if history_path:
-        cmp = history.compare(history_path, findings)
+        cmp = history.compare(history_path, findings, service)
         a.statuses = cmp.status
         a.history = {**cmp.as_dict(), "previous_rate": cmp.previous_rate}
     results = check(a, budgets, min_window)

@@ -230,8 +230,9 @@ def workdir() -> Iterator[str]:
 
 
 def env_for(workdir: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XDG_RUNTIME_DIR")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TMPDIR"] = workdir
+    env["XDG_RUNTIME_DIR"] = workdir  # where the registry goes (/run for root otherwise)
     return env
 
 
@@ -355,7 +356,8 @@ def test_an_agent_started_in_process_is_found_by_the_loader(workdir: str) -> Non
     exe = need(12)
     elsewhere = os.path.join(workdir, "elsewhere")
     os.mkdir(elsewhere)
-    env = dict(env_for(workdir), PYTHONPATH=os.path.join(ROOT, "src"), TMPDIR=elsewhere)
+    env = dict(env_for(workdir), PYTHONPATH=os.path.join(ROOT, "src"), TMPDIR=elsewhere,
+               XDG_RUNTIME_DIR=elsewhere)
     own = os.path.join(workdir, "own")
     script = os.path.join(workdir, "api_target.py")
     with open(script, "w", encoding="utf-8") as f:

@@ -4,7 +4,8 @@ It restores the environment the target sees (``os.environ`` shows what it would 
 without heapwatch), runs the target's own ``sitecustomize`` if it has one, then starts
 heapwatch's agent from the package directory alone: nothing else of heapwatch's
 environment becomes importable in the target. It never raises and never prints: failures
-go to a file in the run directory, where ``heapwatch run`` finds them.
+go to a file beside the agent's config, in the run's private directory (made fresh for
+each run, never the run directory), where ``heapwatch run`` finds them.
 
 Children (``--children all``): the bootstrap's variables stay in the process's C-level
 environment, which ``exec`` passes on when no environment is given (``subprocess`` and
@@ -64,9 +65,9 @@ def _heapwatch_bootstrap() -> None:
     _chain_sitecustomize(here)
     if not config or not pkg_parent:
         return
-    run_dir = os.path.dirname(os.path.abspath(config))
+    private = os.path.dirname(os.path.abspath(config))  # made fresh for this run
     how = "root"
-    claim = os.path.join(run_dir, "agent.claim")
+    claim = os.path.join(private, "agent.claim")
     try:
         # The first Python process of the command is the run's root; the others are children.
         fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -111,7 +112,7 @@ def _heapwatch_bootstrap() -> None:
     except BaseException as exc:
         try:
             name = "agent-error.txt" if how == "root" else f"agent-error-{os.getpid()}.txt"
-            with open(os.path.join(run_dir, name), "w", encoding="utf-8") as f:
+            with open(os.path.join(private, name), "w", encoding="utf-8") as f:
                 f.write(f"{type(exc).__name__}: {exc}\n")
         except Exception:
             pass

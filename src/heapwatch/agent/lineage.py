@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+from heapwatch.agent.naming import clean
+
 HOWS = ("root", "fork", "exec", "attach", "external")
 CHILDREN_MODES = ("all", "fork", "none")
 
@@ -87,7 +90,8 @@ def describe(how: str, pid: int | str = "self", ppid: int | None = None) -> tupl
     """(program, role) of a process, read from its command line (and its parent's)."""
     cmdline = read_cmdline(pid)
     parent = read_cmdline(ppid) if ppid else None
-    return program_name(cmdline), guess_role(how, cmdline, parent)
+    # a process title can carry anything: the name passes the secret filter too
+    return clean(program_name(cmdline)), guess_role(how, cmdline, parent)
 
 
 def child_control(control: str | None, pid: int) -> str | None:

@@ -12,9 +12,11 @@ The walk calls no user code: no ``getattr`` on instances (which could run
 
 from __future__ import annotations
 
+import abc
 import functools
 import gc
 import os
+import re
 import sys
 import sysconfig
 import threading
@@ -24,8 +26,9 @@ import weakref
 from collections import deque
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 from heapwatch.agent.census import CONTAINER_BASES, base_len
-from heapwatch.agent.naming import key_part, main_stem, module_display
+from heapwatch.agent.naming import key_part, main_stem, module_display, name_part
 
 _STDLIB_DIRS = tuple(
     p for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
@@ -39,6 +42,23 @@ _SKIP_TYPES: tuple[type, ...] = (
 )
 _FANOUT = 64
 _LRU = functools._lru_cache_wrapper
+# Module globals that are the import system's bookkeeping, not the module's state. Other
+# dunder globals are walked: ``__warningregistry__`` (warnings keyed by their text) and a
+# library's ``__registry`` are state that can grow.
+_MODULE_META = frozenset({
+    "__builtins__", "__spec__", "__loader__", "__path__", "__all__", "__annotations__",
+    "__cached__", "__file__", "__doc__", "__name__", "__package__", "__dict__",
+})
+# The C type of ``cls._abc_impl`` (not exported by ``_abc``); None with the pure-Python
+# ``_py_abc``, whose caches are WeakSets reached as attributes.
+_ABC_DATA: type | None = type(abc.ABC.__dict__.get("_abc_impl"))
+if _ABC_DATA is type(None):
+    _ABC_DATA = None
+ABC_CACHE = "<abc cache>"
+# Attribute names that hold the size limit of the container beside them (cachetools'
+# ``_Cache__maxsize``, jinja2's ``capacity``, ``max_size``, ``maxlen``...).
+_BOUND_NAME = re.compile(r"(?i)(max_?size|max_?len|max_?entries|max_?items|max_?count|capacity"
+                         r"|size_?limit)$")
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STACK_DEPTH = 40
 
@@ -90,10 +110,11 @@ _INFO_CACHE: weakref.WeakKeyDictionary[type, _TypeInfo] = weakref.WeakKeyDiction
 class Found:
     """Containers found by the walk: id -> path text, steps, object. Cleared by the caller."""
 
-    __slots__ = ("complete", "nodes", "objects", "paths", "steps")
+    __slots__ = ("complete", "nodes", "objects", "paths", "steps", "texts")
 
     def __init__(self) -> None:
         self.paths: dict[int, str] = {}
+        self.texts: set[str] = set()  # paths given so far: hidden keys ([…]) can collide
         self.steps: dict[int, tuple[Step, ...] | None] = {}
         self.objects: dict[int, Any] = {}
         self.nodes = 0
@@ -101,6 +122,7 @@ class Found:
 
     def clear(self) -> None:
         self.objects.clear()
+        self.texts.clear()
 
 
 def _lru_cache_dict(wrapper: Any) -> Any:
@@ -136,6 +158,13 @@ def _children(obj: Any, info_cache: weakref.WeakKeyDictionary[type, _TypeInfo]
         cache = _lru_cache_dict(obj)
         if cache is not None:
             out.append(("l", None, cache))
+        return out
+    if t is _ABC_DATA:
+        # An ABC's registry and isinstance caches: sets of weak references to classes, in
+        # C; reached through gc's referents, named together.
+        for i, ref in enumerate(gc.get_referents(obj)):
+            if type(ref) is set:
+                out.append(("x", i, ref))
         return out
     if issubclass(t, dict):
         for k, v in dict.items(obj):
@@ -191,17 +220,19 @@ def _text(steps: list[Step], stem: str) -> str:
         if kind == "m":
             out.append(module_display(key, stem))
         elif kind == "a":
-            out.append("." + key)
+            out.append("." + name_part(key))
         elif kind == "k":
             out.append(key_part(key))
         elif kind == "c":
-            out.append(f".<closure>.{key}")
+            out.append(f".<closure>.{name_part(key)}")
         elif kind == "l":
             out.append(".<lru_cache>")
+        elif kind == "x":
+            out.append("." + ABC_CACHE)
         elif kind == "t":
-            out.append(f"<thread {key}>")
+            out.append(f"<thread {name_part(key)}>")
         elif kind in ("f", "v"):
-            out.append(f".{key}")
+            out.append(f".{name_part(key)}")
         else:
             out.append(f"[{key}]")
     return "".join(out)
@@ -249,7 +280,7 @@ def discover(
         kinds.append("m")
         keys.append(name)
         for attr, v in items:
-            if type(v) in skip or not isinstance(attr, str) or attr.startswith("__"):
+            if type(v) in skip or not isinstance(attr, str) or attr in _MODULE_META:
                 continue
             if isinstance(v, type) and v.__dict__.get("__module__") != name:
                 continue  # a class imported from elsewhere: named where it is defined
@@ -360,6 +391,8 @@ def _walk(
         oid = id(obj)
         if oid in visited:
             continue
+        if isinstance(obj, type) and not _here(obj, node, parent, kinds, keys):
+            continue  # a class reached through an alias: walked and named from its module
         visited.add(oid)
         found.nodes += 1
         if found.nodes & 255 == 0 and time.thread_time() > deadline:
@@ -372,7 +405,15 @@ def _walk(
         fn = base_len(t)
         if fn is not None and fn(obj) >= floor:
             st, ok = steps_of(node)
-            found.paths[oid] = _text(st, stem)
+            text = _text(st, stem)
+            if text in found.texts:
+                # two hidden keys ([…]) under one owner: number them in walk order
+                k = 2
+                while f"{text}#{k}" in found.texts:
+                    k += 1
+                text = f"{text}#{k}"
+            found.texts.add(text)
+            found.paths[oid] = text
             found.steps[oid] = tuple(st) if ok else None
             found.objects[oid] = obj
         if depth >= max_depth:
@@ -387,6 +428,38 @@ def _walk(
                 keys.append(key)
                 queue.append((child, len(parent) - 1, depth + 1))
     return True
+
+
+def _home(cls: type) -> tuple[str, list[str]] | None:
+    """Where ``cls`` is defined, as (module, qualname parts), when following them from
+    ``sys.modules`` leads back to it; None for local or dynamically made classes."""
+    try:
+        mod_name = cls.__dict__.get("__module__")
+        qual = type.__dict__["__qualname__"].__get__(cls)
+    except Exception:
+        return None
+    if not isinstance(mod_name, str) or not isinstance(qual, str) or "<" in qual:
+        return None
+    parts = qual.split(".")
+    obj: Any = sys.modules.get(mod_name)
+    for part in parts:
+        obj = _attr(obj, part) if obj is not None else None
+    return (mod_name, parts) if obj is cls else None
+
+
+def _here(cls: type, node: int, parent: list[int], kinds: list[str], keys: list[Any]) -> bool:
+    """True when the walk reached ``cls`` at the place it is defined, or it has no such
+    place: a class is named where it is defined (``collections.abc.Hashable``), not through
+    whatever alias reached it first (``typing_extensions.Hashable.__origin__``)."""
+    home = _home(cls)
+    if home is None:
+        return True
+    mod_name, parts = home
+    for part in reversed(parts):
+        if node < 0 or kinds[node] != "a" or keys[node] != part:
+            return False
+        node = parent[node]
+    return node >= 0 and kinds[node] == "m" and keys[node] == mod_name
 
 
 def resolve(steps: tuple[Step, ...]) -> Any:
@@ -405,6 +478,10 @@ def resolve(steps: tuple[Step, ...]) -> Any:
             obj = _cell(obj, key)
         elif kind == "l":
             obj = _lru_cache_dict(obj) if type(obj) is _LRU else None
+        elif kind == "x":
+            refs = gc.get_referents(obj) if type(obj) is _ABC_DATA else []
+            obj = refs[key] if key < len(refs) and type(refs[key]) is set else None
+            refs = []
         elif kind == "i":
             t = type(obj)
             if issubclass(t, list) and key < list.__len__(obj):
@@ -416,6 +493,55 @@ def resolve(steps: tuple[Step, ...]) -> Any:
         if obj is None:
             return None
     return obj
+
+
+def bound_of(obj: Any, steps: tuple[Step, ...] | None) -> int | None:
+    """The most items ``obj`` can hold when that is known without running user code: a
+    deque's ``maxlen``, an ``lru_cache``'s ``maxsize`` (its C ``cache_info``), or an int
+    attribute named like a size limit on the object that holds it (``_Cache__maxsize``,
+    ``capacity``, ``max_size``...)."""
+    try:
+        if isinstance(obj, deque):
+            return obj.maxlen
+        if not steps or len(steps) < 2:
+            return None
+        holder = resolve(steps[:-1])
+        if holder is None:
+            return None
+        if steps[-1][0] == "l":
+            if type(holder) is _LRU:
+                size = _LRU.cache_info(holder).maxsize
+                return size if isinstance(size, int) and size > 0 else None
+            return None
+        if steps[-1][0] != "a":
+            return None
+        for name, v in _own_attrs(holder):
+            if type(v) is int and v > 0 and _BOUND_NAME.search(name):
+                return v
+    except Exception:
+        return None
+    return None
+
+
+def _own_attrs(obj: Any) -> list[tuple[str, Any]]:
+    """An instance's ``__dict__`` items and slot values, read without running its code."""
+    t = type(obj)
+    if issubclass(t, (type, _types.ModuleType)):
+        return []
+    info = _INFO_CACHE.get(t)
+    if info is None:
+        info = _INFO_CACHE[t] = _TypeInfo(t)
+    out: list[tuple[str, Any]] = []
+    if info.has_dict:
+        d = object.__getattribute__(obj, "__dict__")
+        if type(d) is dict:
+            out.extend((k, v) for k, v in d.items() if isinstance(k, str))
+    for name, desc in info.slots:
+        try:
+            out.append((name, desc.__get__(obj, t)))
+        except AttributeError:
+            continue
+    return out
 
 
 def _cell(fn: Any, name: str) -> Any:
@@ -450,4 +576,4 @@ def _attr(obj: Any, name: str) -> Any:
     return None
 
 
-__all__ = ["CONTAINER_BASES", "Found", "Step", "discover", "resolve"]
+__all__ = ["ABC_CACHE", "CONTAINER_BASES", "Found", "Step", "bound_of", "discover", "resolve"]

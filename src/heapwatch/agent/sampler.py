@@ -13,6 +13,7 @@ import atexit
 import datetime as _dt
 import itertools
 import json
+import math
 import os
 import select
 import socket
@@ -25,8 +26,22 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
-from heapwatch.agent import census, items, lineage, naming, paths, process, registry, sites
-from heapwatch.errors import AgentError
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+from heapwatch.agent import (
+    census,
+    core,
+    items,
+    lineage,
+    naming,
+    paths,
+    pausebudget,
+    process,
+    registry,
+    sites,
+    tracing,
+)
+from heapwatch.durations import check_seconds
+from heapwatch.errors import AgentError, UsageError
 from heapwatch.model import (
     TRACE_MODES,
     ContainerStat,
@@ -54,6 +69,7 @@ class AgentConfig:
     trace_window: int = 3
     trace_cooldown: int = 10
     floor: int = 100
+    walk_floor: int = 32  # the owner walk names smaller containers, to see them grow past floor
     control: str | None = None
     top_sites: int = 300
     max_containers: int = 2000
@@ -63,13 +79,18 @@ class AgentConfig:
     max_suspects: int = 10
     discover_every: int = 5
     children: str = "all"  # follow forked children (fork), exec'd ones too (all), or none
+    show_names: bool = False  # secret-looking names as they are (heapwatch.redact)
+    trace_pause_budget_s: float = pausebudget.DEFAULT_BUDGET_S  # longest traced snapshot
     run_meta: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.trace not in TRACE_MODES:
             raise AgentError(f"trace must be one of {', '.join(TRACE_MODES)}, not {self.trace!r}")
-        if not self.interval > 0:
-            raise AgentError(f"interval must be greater than zero, not {self.interval!r}")
+        for name in ("interval", "discover_budget_s"):
+            try:
+                check_seconds(getattr(self, name))
+            except UsageError as exc:
+                raise AgentError(f"{name}: {exc}") from None
         if self.trace_depth < 0:
             raise AgentError(f"trace_depth must be 0 or more, not {self.trace_depth!r}")
         if self.children not in lineage.CHILDREN_MODES:
@@ -95,8 +116,8 @@ def _describe_error(where: str, exc: BaseException) -> str:
     """Type and location only: an exception message may carry the target's data."""
     tb = exc.__traceback__
     loc = ""
-    while tb is not None:
-        loc = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+    while tb is not None:  # str methods only: the target may have broken the stdlib's builtins
+        loc = f" at {tb.tb_frame.f_code.co_filename.rpartition('/')[2]}:{tb.tb_lineno}"
         tb = tb.tb_next
     return f"{where}: {type(exc).__name__}{loc}"
 
@@ -122,6 +143,7 @@ class Agent:
         self._history: dict[str, deque[int]] = {}
         self._seen: dict[str, int] = {}
         self._known: dict[str, tuple[paths.Step, ...]] = {}
+        self._bounds: dict[str, int] = {}  # path -> maxlen / maxsize / capacity, when known
         # Paths that cannot be followed again (thread stacks, hidden keys), by id and type;
         # checked against the census at every snapshot, dropped when the id disappears.
         self._id_paths: dict[int, tuple[str, type]] = {}
@@ -134,10 +156,16 @@ class Agent:
         self.traced_snapshots = 0
         self._own_ids: set[int] = {id(self._history), id(self._seen), id(self._known),
                                    id(self._type_hist), id(self._sited), id(self.pauses),
-                                   id(self._id_paths)}
+                                   id(self._id_paths), id(self._bounds)}
         self._stop_requested = False
         self._stopped = False
-        self._started_tracemalloc = False
+        self._tracing = tracing.Tracing()  # stops only the tracing the agent started
+        # what a traced snapshot would cost: no tracing window may exceed the budget
+        self._pause = pausebudget.PauseModel(config.trace_pause_budget_s)
+        self._refused = False
+        self._last_blocks = 0
+        # the exception that ended the target's main thread, if one did: type and place only
+        self.uncaught: dict[str, str] | None = None
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
         self._sock: socket.socket | None = None
@@ -157,17 +185,17 @@ class Agent:
         cfg = self.config
         self._writer = Writer(cfg.store, meta={"run": cfg.run_meta} if cfg.run_meta else None)
         self._own_ids.update(self._writer.internal_ids())
+        self._own_ids.update(process.own_ids())
+        naming.set_show_names(cfg.show_names)
         if self.inherited_tracing and tracemalloc.is_tracing():
             # The parent's agent was tracing when it forked: ours to keep (on) or end (auto).
-            if cfg.trace == "on" and cfg.trace_depth > 0:
-                self._started_tracemalloc = True
-            else:
-                tracemalloc.stop()
-        preexisting = tracemalloc.is_tracing() and not self._started_tracemalloc
+            self._tracing.adopt()
+            if not (cfg.trace == "on" and cfg.trace_depth > 0):
+                self._tracing.stop()
+        preexisting = tracemalloc.is_tracing() and not self._tracing.owned
         self._mode = "on" if preexisting and cfg.trace == "auto" else cfg.trace
         if self._mode == "on" and cfg.trace_depth > 0 and not tracemalloc.is_tracing():
-            tracemalloc.start(cfg.trace_depth)
-            self._started_tracemalloc = True
+            self._tracing.start(cfg.trace_depth)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -196,6 +224,7 @@ class Agent:
                     "control": cfg.control,
                     "main": naming.main_stem(),
                     "children": cfg.children,
+                    **core.info().as_meta(),
                 }
             }
             )
@@ -242,7 +271,8 @@ class Agent:
                     if self.how == "root":
                         self._writer.set_meta(
                             {"agent_stopped": {"t": time.time(), "reason": reason,
-                                               "snapshots": self.snapshots}}
+                                               "snapshots": self.snapshots,
+                                               "exception": self.uncaught}}
                         )
                     self._writer.end_process(self.pid, time.time(),
                                              "exit" if reason == "exit" else "stop")
@@ -253,8 +283,8 @@ class Agent:
                 self._drop_fork_filter()
                 if self._writer is not None:
                     self._writer.close()
-                if self._started_tracemalloc and tracemalloc.is_tracing():
-                    tracemalloc.stop()
+                self._tracing.stop()
+                process.stop_watching()
                 self._close_fds()
                 registry.unregister(self.pid)
                 _unregister(self)
@@ -291,13 +321,17 @@ class Agent:
 
     @property
     def running(self) -> bool:
-        return not self._stopped
+        """Not stopped, and its thread alive (or paused around a fork): an agent whose
+        thread died is not running, whatever its flags say."""
+        thread = self._thread
+        return not self._stopped and (thread is None or thread.is_alive() or self._pausing)
 
     def after_fork_in_child(self) -> None:
         """The sampler thread does not exist in a forked child and the store connection
         belongs to the parent: drop both without using them (closing the child's copies of
         the descriptors leaves the parent's alone)."""
         self._stopped = True
+        self._tracing.after_fork()
         if self._writer is not None:
             self._writer.abandon()
         if self._sock is not None:
@@ -388,42 +422,65 @@ class Agent:
 
     # -- the thread -----------------------------------------------------------------------
     def _run(self, resumed: bool = False) -> None:
+        """The thread: nothing escapes it. If the loop ends by an error, the agent
+        finishes (final snapshot, control socket and registry entry removed), so that no
+        one mistakes a dead agent for a running one."""
         try:
-            if not resumed:
-                self._snapshot_guarded("start")
-                self._due = time.monotonic() + self._interval
-            while not self._stop_requested:
-                if self._pause_here():
-                    return
-                if self._fork_filter is not None:
-                    self._drop_fork_filter()
-                watch = [self._wake_r] + ([self._sock] if self._sock is not None else [])
-                due = self._due if self._fork_filter is None else min(
-                    self._due, self._fork_filter_until)
-                ready, _, _ = select.select(watch, [], [], max(0.0, due - time.monotonic()))
-                if self._stop_requested:
-                    break
-                if self._pause_here():
-                    return
-                if self._wake_r in ready:
-                    try:
-                        os.read(self._wake_r, 64)
-                    except OSError:
-                        pass
-                if self._sock is not None and self._sock in ready:
-                    self._serve()
-                if self._stopped:
-                    return
-                if time.monotonic() >= self._due:
-                    took = self._snapshot_guarded("interval")
-                    wait = self._interval
-                    if took > 0.25 * self._interval:
-                        wait = took * 4
-                        self._event("stretched", f"snapshot used {took:.3f}s of CPU; "
-                                    f"next in {wait:.3f}s")
-                    self._due = time.monotonic() + wait
+            process.agent_thread_started()
+            self._loop(resumed)
         except BaseException as exc:  # never let anything escape into the target
-            self._event("error", _describe_error("sampler", exc))
+            try:
+                self._event("error", _describe_error("sampler", exc))
+                self._finish("error")
+            except BaseException:
+                pass
+        finally:
+            try:
+                process.agent_thread_ending()
+            except BaseException:
+                pass
+
+    def _loop(self, resumed: bool) -> None:
+        if not resumed:
+            self._snapshot_guarded("start")
+            self._due = time.monotonic() + self._interval
+        # poll, not select: a target may hold more than FD_SETSIZE (1024) descriptors.
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        sock_fd = self._sock.fileno() if self._sock is not None else -1
+        if sock_fd >= 0:
+            poller.register(sock_fd, select.POLLIN)
+        while not self._stop_requested:
+            if self._pause_here():
+                return
+            if self._fork_filter is not None:
+                self._drop_fork_filter()
+            due = self._due if self._fork_filter is None else min(
+                self._due, self._fork_filter_until)
+            # capped: poll() takes a C int, and a huge interval must not kill the loop
+            wait_ms = min(max(0, math.ceil((due - time.monotonic()) * 1000)), 60_000)
+            ready = {fd for fd, _ in poller.poll(wait_ms)}
+            if self._stop_requested:
+                break
+            if self._pause_here():
+                return
+            if self._wake_r in ready:
+                try:
+                    os.read(self._wake_r, 64)
+                except OSError:
+                    pass
+            if sock_fd in ready and self._sock is not None:
+                self._serve()
+            if self._stopped:
+                return
+            if time.monotonic() >= self._due:
+                took = self._snapshot_guarded("interval")
+                wait = self._interval
+                if took > 0.25 * self._interval:
+                    wait = took * 4
+                    self._event("stretched", f"snapshot used {took:.3f}s of CPU; "
+                                f"next in {wait:.3f}s")
+                self._due = time.monotonic() + wait
 
     def _pause_here(self) -> bool:
         """True when the thread must exit now because a fork is coming."""
@@ -536,9 +593,14 @@ class Agent:
         types_by_name: dict[str, type] = {}
         try:
             try:
-                res = census.take_census(cfg.floor, self._own_ids, keep)
+                c0 = time.perf_counter()
+                census_s = 0.0
+                res = core.census(cfg.floor, self._own_ids, self._maybe_suspect_ids())
+                census_s = time.perf_counter() - c0
+                keep.update(res.wanted)
+                res.wanted.clear()
                 gc_objects = res.gc_objects
-                for t, n in res.type_counts.items():
+                for t, n in res.type_counts:
                     name = naming.type_name(t, stem)
                     type_counts[name] = type_counts.get(name, 0) + n
                     types_by_name[name] = t
@@ -557,7 +619,8 @@ class Agent:
             ):
                 self._walk_due = False
                 try:
-                    found = paths.discover(cfg.floor, cfg.discover_budget_s, cfg.discover_nodes)
+                    found = paths.discover(min(cfg.floor, cfg.walk_floor), cfg.discover_budget_s,
+                                           cfg.discover_nodes)
                     if not found.complete:
                         errors.append(f"paths: walk cut after {found.nodes} objects")
                     for oid, path in found.paths.items():
@@ -565,6 +628,9 @@ class Agent:
                         obj = found.objects[oid]
                         keep[oid] = obj
                         steps = found.steps.get(oid)
+                        bound = paths.bound_of(obj, steps)
+                        if bound:
+                            self._bounds[path] = bound
                         if steps is not None:
                             self._known[path] = steps
                         else:
@@ -587,7 +653,13 @@ class Agent:
                 seen_ids.add(oid)
                 known = named.get(oid)
                 tname = naming.type_name(t, stem)
-                containers.append(ContainerStat(known or f"{tname}@{oid:#x}", tname, n, 0, known))
+                bound = self._bounds.get(known) if known else None
+                if bound is None and issubclass(t, deque) and oid in keep:
+                    # an unnamed deque is handed back by the census once it may turn
+                    # suspect (seen twice): its bound is known from then on
+                    bound = keep[oid].maxlen
+                containers.append(ContainerStat(known or f"{tname}@{oid:#x}", tname, n, 0, known,
+                                                bound))
             for oid, path in named.items():
                 if oid in seen_ids:
                     continue
@@ -595,7 +667,8 @@ class Agent:
                 fn = census.base_len(type(obj))
                 if fn is not None:
                     containers.append(
-                        ContainerStat(path, naming.type_name(type(obj), stem), fn(obj), 0, path)
+                        ContainerStat(path, naming.type_name(type(obj), stem), fn(obj), 0, path,
+                                      self._bounds.get(path))
                     )
             containers.sort(key=ContainerStat._sort_key)
             del containers[cfg.max_containers :]
@@ -615,20 +688,39 @@ class Agent:
             types_by_name.clear()
             if found is not None:
                 found.clear()
-        if tracing:
+        tracer_bytes = blocks = 0
+        sites_s = 0.0
+        read_traces = tracing
+        if tracing and self._mode == "auto" and self._tracing.owned:
+            # the traced snapshot's own work is bounded too: past the budget, the window ends
+            tracer_bytes = tracemalloc.get_tracemalloc_memory()
+            fits, cost = self._pause.traces_fit(time.perf_counter() - t0, tracer_bytes)
+            if not fits:
+                read_traces = False
+                closing = True
+                self._event("trace", f"tracing window closed early: this snapshot took "
+                            f"{(time.perf_counter() - t0) * 1000:.0f} ms and reading its "
+                            f"traces would take ~{cost * 1000:.0f} ms more (budget "
+                            f"{self._pause.budget_s * 1000:.0f} ms)")
+        if read_traces:
             # After the census: the raw traces are one gc-tracked tuple per block, which the
             # census would otherwise count as the target's.
+            s0 = time.perf_counter()
             try:
                 raw = sites.take_raw()
             except Exception as exc:
                 errors.append(_describe_error("sites", exc))
+            sites_s = time.perf_counter() - s0
         if closing:
             self._stop_tracing()  # before aggregating: the aggregation need not be traced
         if raw:
+            s0 = time.perf_counter()
             try:
                 site_stats, _ = sites.aggregate(raw, cfg.top_sites)
             except Exception as exc:
                 errors.append(_describe_error("sites", exc))
+            sites_s += time.perf_counter() - s0
+            blocks = len(raw)
             raw.clear()
         try:
             proc = process.process_stat(gc_objects)
@@ -639,8 +731,10 @@ class Agent:
         self._seq += 1
         if tracing:
             self.traced_snapshots += 1
+        self._pause.observe(tracing, gc_objects or 0, census_s, time.perf_counter() - t0,
+                            blocks, sites_s, tracer_bytes)
         if self._mode == "auto" and not closing:
-            self._steer_tracing(tracing, suspects)
+            self._steer_tracing(tracing, suspects, gc_objects or 0, proc.allocated_blocks)
         return Snapshot(
             seq=self._seq, pid=self.pid, t=wall, mono=mono, reason=reason,
             duration_s=time.perf_counter() - t0, phase=self._phase,
@@ -650,10 +744,16 @@ class Agent:
         )
 
     # -- trace auto ---------------------------------------------------------------------------
-    def _steer_tracing(self, tracing: bool, suspects: list[str]) -> None:
-        """Open a tracing window when something new turns suspect; close it after
+    def _steer_tracing(self, tracing: bool, suspects: list[str], objects: int = 0,
+                       allocated_blocks: int | None = None) -> None:
+        """Open a tracing window when something new turns suspect, unless a traced
+        snapshot would pause the target longer than the budget; close it after
         ``trace_window`` snapshots (the closing snapshot stops tracing itself)."""
         cfg = self.config
+        grown = 0
+        if allocated_blocks is not None:
+            grown = max(0, allocated_blocks - self._last_blocks) if self._last_blocks else 0
+            self._last_blocks = allocated_blocks
         if tracing:
             self._window_left -= 1
             return
@@ -664,17 +764,25 @@ class Agent:
         rss = list(self._rss_hist)
         rss_rising = (len(rss) >= 5 and rss[-1] - rss[0] > 2 * 1024 * 1024
                       and sum(b > a for a, b in itertools.pairwise(rss)) >= len(rss) - 2)
-        if (unsited or rss_rising) and cfg.trace_depth > 0 and not tracemalloc.is_tracing():
-            tracemalloc.start(cfg.trace_depth)
-            self._started_tracemalloc = True
+        if not (unsited or rss_rising) or cfg.trace_depth <= 0:
+            return
+        fits, est = self._pause.window_fits(objects, grown)
+        if not fits:
+            if not self._refused:  # said once per refusal spell, not at every snapshot
+                self._event("trace", f"no tracing window: a traced snapshot would pause the "
+                            f"target ~{est * 1000:.0f} ms ({objects} objects; budget "
+                            f"{self._pause.budget_s * 1000:.0f} ms)")
+            self._refused = True
+            return
+        self._refused = False
+        if self._tracing.start(cfg.trace_depth):
             self._window_left = max(1, cfg.trace_window)
             self._event("trace", f"tracing on for {self._window_left} snapshots: "
-                        f"{len(unsited)} suspect(s){', RSS rising' if rss_rising else ''}")
+                        f"{len(unsited)} suspect(s){', RSS rising' if rss_rising else ''}; "
+                        f"a traced snapshot ~{est * 1000:.0f} ms ({objects} objects)")
 
     def _stop_tracing(self) -> None:
-        if self._started_tracemalloc and tracemalloc.is_tracing():
-            tracemalloc.stop()
-        self._started_tracemalloc = False
+        self._tracing.stop()
         self._window_left = 0
         self._cooldown = self.config.trace_cooldown
 
@@ -719,12 +827,29 @@ class Agent:
             obj = paths.resolve(steps)
             if obj is None or census.base_len(type(obj)) is None:
                 del self._known[path]
+                self._bounds.pop(path, None)
                 continue
             oid = id(obj)
             if oid not in named:
                 named[oid] = path
                 keep[oid] = obj
             obj = None
+
+    def _maybe_suspect_ids(self) -> set[int]:
+        """Containers known by id only — no path, or a path that cannot be followed again
+        (a thread's stack) — that may turn suspect at this snapshot (seen at least twice):
+        the census hands back references to these, and to no other."""
+        out: set[int] = set()
+        for key, hist in self._history.items():
+            if len(hist) >= 2 and "@0x" in key:
+                try:
+                    out.add(int(key.rsplit("@", 1)[1], 16))
+                except ValueError:
+                    pass
+        for oid, (path, _) in self._id_paths.items():
+            if len(self._history.get(path, ())) >= 2:
+                out.add(oid)
+        return out
 
     def _sample_suspects(
         self,
@@ -806,10 +931,30 @@ def _unregister(agent: Agent) -> None:
             _current = None
 
 
+def _uncaught() -> dict[str, str] | None:
+    """The exception the interpreter printed before exiting (it sets ``sys.last_exc`` /
+    ``sys.last_value`` before the atexit hooks run): its type and where it was raised,
+    never its message (which may carry the target's data)."""
+    exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if not isinstance(exc, BaseException) or isinstance(exc, (SystemExit, KeyboardInterrupt)):
+        return None
+    tb = exc.__traceback__
+    at = ""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        at = naming.clean(f"{code.co_filename.rpartition('/')[2]}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    t = type(exc)
+    module = t.__module__ if isinstance(t.__module__, str) else ""
+    name = t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
+    return {"type": naming.clean(name), "at": at}
+
+
 def _at_exit() -> None:
     agent = _current
     if agent is not None and agent.running:
         try:
+            agent.uncaught = _uncaught()
             agent.stop("exit")
         except BaseException:
             pass
@@ -859,7 +1004,7 @@ def _after_fork_child() -> None:
                       control=lineage.child_control(agent.config.control, os.getpid()))
         child = Agent(cfg, how="fork", ppid=agent.pid)
         child._phase = agent._phase
-        child.inherited_tracing = agent._started_tracemalloc
+        child.inherited_tracing = agent._tracing.owned
         child.start()
         # A forked multiprocessing child ends with os._exit(), after threading's shutdown
         # hooks but without atexit: take the final snapshot there.

@@ -13,6 +13,9 @@ import sysconfig
 import tracemalloc
 from typing import Any
 
+from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+from heapwatch.agent.naming import clean
+
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TRACEMALLOC_FILE = os.path.abspath(tracemalloc.__file__)
 _STDLIB = tuple(
@@ -28,8 +31,14 @@ def is_stdlib(filename: str) -> bool:
     return filename.startswith(_STDLIB) and "site-packages" not in filename
 
 
+def is_library(filename: str) -> bool:
+    """The stdlib or an installed package: not where a user fixes a leak."""
+    return filename.startswith(_STDLIB) or "site-packages" in filename or (
+        "dist-packages" in filename)
+
+
 def site_label(filename: str, lineno: int) -> str:
-    return f"{filename}:{lineno}"
+    return clean(f"{filename}:{lineno}")
 
 
 def take_raw() -> list[Any]:
@@ -93,9 +102,9 @@ def object_sites(obj: object) -> tuple[str | None, str | None]:
             break
     site = site_label(newest.filename, newest.lineno)
     user = None
-    if is_stdlib(newest.filename):
+    if is_library(newest.filename):
         for fr in reversed(frames):
-            if not is_stdlib(fr.filename) and not is_own(fr.filename):
+            if not is_library(fr.filename) and not is_own(fr.filename):
                 user = site_label(fr.filename, fr.lineno)
                 break
     return site, user

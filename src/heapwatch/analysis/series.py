@@ -21,6 +21,8 @@ class Series:
     container_paths: dict[str, str | None] = field(default_factory=dict)
     items: dict[str, Counter[tuple[str, str | None, str | None]]] = field(default_factory=dict)
     item_bytes: dict[str, int] = field(default_factory=dict)
+    container_bounds: dict[str, int] = field(default_factory=dict)
+    inferred_sites: set[str] = field(default_factory=set)  # sites taken from an item's field
 
     def points(self, name: str, lo: float = float("-inf"), hi: float = float("inf")
                ) -> tuple[list[float], list[float]]:
@@ -74,10 +76,14 @@ def build(run: RunData, pid: int, source: str = "agent") -> Series:
             ys.append(float(c.length))
             ser.container_types[c.key] = c.type
             ser.container_paths[c.key] = c.path
+            if c.bound:
+                ser.container_bounds[c.key] = c.bound
         for it in s.items:
             ser.items.setdefault(it.key, Counter())[(it.item_type, it.site, it.user_site)] += (
                 it.sampled
             )
             if it.item_bytes:
                 ser.item_bytes[it.key] = it.item_bytes
+            if it.inferred and it.site:
+                ser.inferred_sites.add(it.site)
     return ser

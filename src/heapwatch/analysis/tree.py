@@ -34,6 +34,8 @@ from heapwatch.analysis.findings import (
     analyze,
     finding_series,
 )
+from heapwatch.analysis.integrity import agent_errors
+from heapwatch.analysis.lifecycle import death_note
 from heapwatch.analysis.series import Series, main_pid
 from heapwatch.model import SEVERITY_RANK, Finding, Growth, Mark, ProcessInfo, ProcessStat, Snapshot
 from heapwatch.store import RunData
@@ -140,7 +142,7 @@ def _sub_run(run: RunData, stream: Stream, root: Stream) -> RunData:
                               f"from outside"}
     return RunData(path=run.path, meta=meta, snapshots=stream.snapshots, marks=marks,
                    events=[e for e in run.events if e[0] == pid],
-                   processes=[stream.info], schema=run.schema)
+                   processes=[stream.info], schema=run.schema, skipped=run.skipped)
 
 
 def analyze_tree(run: RunData, params: AnalysisParams | None = None,
@@ -215,6 +217,9 @@ def analyze_tree(run: RunData, params: AnalysisParams | None = None,
         verdict = "no-leak"
         reason = (f"nothing grew without bound in the {len(judged)} long-lived process(es) "
                   f"({_role_list(role_counts)})")
+    died = death_note(base.target_exit)  # the root's end, as analyze() says it
+    if died and not reason.startswith(died):
+        reason = f"{died}; {reason}"
     tree = {
         "processes": len(with_data),
         "watched": sum(1 for st in with_data if st.agent),
@@ -228,6 +233,7 @@ def analyze_tree(run: RunData, params: AnalysisParams | None = None,
     }
     analysis = replace(
         base, verdict=verdict, verdict_reason=reason, findings=findings, notes=notes,
+        agent={**base.agent, "errors": agent_errors(run, root.snapshots)[:20]},
         run={**base.run, "processes": len(with_data)}, processes=rows, tree=tree,
         per_process={st.info.pid: a for st, a in per.values()}, spread=spread, data=run)
     return analysis

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from heapwatch.attach.base import Injection
 from heapwatch.attach.diagnose import MIN_VERSION, proc_state
 from heapwatch.attach.errors import AttachError, AttachPermissionError, NoDebuggerError
+from heapwatch.attach.guard import Guard
 
 PAGE = 4096
 ARGS_AT = 0  # Ensure, PyRun_SimpleString, Release, code: the new thread's argument
@@ -64,10 +65,13 @@ class LLDBError(AttachError):
 
 
 class Session:
-    """An lldb process driven one command at a time."""
+    """An lldb process driven one command at a time. It runs in its own session (a
+    Ctrl-C or a kill of heapwatch's process group does not reach it mid-command); if
+    heapwatch dies, the ``guard`` (which holds lldb's pipes) has it detach and quit."""
 
-    def __init__(self, exe: str, timeout: float = 30.0) -> None:
+    def __init__(self, exe: str, timeout: float = 30.0, guard: Guard | None = None) -> None:
         self.timeout = timeout
+        self.guard = guard
         self.transcript: list[str] = []
         try:
             self.proc = subprocess.Popen(
@@ -79,9 +83,15 @@ class Session:
                                   ) from None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._drain, name="heapwatch-lldb", daemon=True)
-        self._reader.start()
-        self.run("settings set interpreter.prompt-on-quit false")
-        self.run("settings set auto-confirm true")
+        try:
+            if guard is not None:
+                guard.debugger(self.proc)
+            self._reader.start()
+            self.run("settings set interpreter.prompt-on-quit false")
+            self.run("settings set auto-confirm true")
+        except BaseException:  # Ctrl-C, a dead lldb: no lldb is left behind
+            self.close()
+            raise
 
     def _drain(self) -> None:
         assert self.proc.stdout is not None
@@ -144,7 +154,10 @@ class Session:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._reader.join(timeout=5)
+        if self._reader.ident is not None:
+            self._reader.join(timeout=5)
+        if self.guard is not None:
+            self.guard.tell("released")
 
 
 def _fn(ret: str, args: str, name: str) -> str:
@@ -177,8 +190,8 @@ class LLDBInjector:
     name = "lldb"
 
     def __init__(self, pid: int, code: bytes, code_file: str, lldb: str | None = None,
-                 timeout: float = 30.0, while_stopped: Callable[[], str | None] | None = None
-                 ) -> None:
+                 timeout: float = 30.0, while_stopped: Callable[[], str | None] | None = None,
+                 guard: Guard | None = None) -> None:
         if len(code) + 1 > PAGE - CODE_AT:
             raise ValueError("injected code too long")
         self.pid = pid
@@ -187,9 +200,10 @@ class LLDBInjector:
         self.exe = lldb or find_lldb()
         self.timeout = timeout
         self.while_stopped = while_stopped  # runs once the target is stopped; may add a note
+        self.guard = guard
 
     def inject(self) -> Injection:
-        session = Session(self.exe, self.timeout)
+        session = Session(self.exe, self.timeout, self.guard)
         attached = False
         t0 = time.monotonic()
         try:

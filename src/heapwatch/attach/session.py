@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import heapwatch
+from heapwatch import redact
 from heapwatch.agent import registry
 from heapwatch.agent.sampler import AgentConfig
 from heapwatch.api import run_meta
@@ -31,8 +32,10 @@ from heapwatch.attach.errors import (
     NoDebuggerError,
 )
 from heapwatch.attach.gdb import GDBInjector
+from heapwatch.attach.guard import Guard
 from heapwatch.attach.inject import Outcome, Workspace
 from heapwatch.attach.lldb import LLDBInjector, find_lldb
+from heapwatch.attach.lock import AttachLock
 from heapwatch.attach.remote_exec import (
     MIN_REMOTE_EXEC,
     RemoteExecInjector,
@@ -63,6 +66,7 @@ class AttachOptions:
     force: bool = False
     start_timeout: float = 10.0
     tree: bool = False  # enter the Python descendants too; later forks get an agent
+    show_names: bool = False
 
 
 @dataclass
@@ -118,9 +122,11 @@ def _refuse_second_agent(pid: int) -> None:
     if not info or not info.get("control"):
         return
     try:
-        send_command(str(info["control"]), "ping", timeout=5.0)
+        reply = send_command(str(info["control"]), "ping", timeout=5.0)
     except AgentError:
         return  # a stale entry: the process that registered it is gone or was killed
+    if reply.split()[:2] != ["ok", str(pid)]:
+        return  # not the agent of this process (a reused pid, a dead agent's socket)
     store = str(info.get("store") or "")
     run_dir = os.path.dirname(store) if store.endswith(STORE_NAME) else store
     raise AttachError(f"a heapwatch agent already runs in process {pid} (recording to "
@@ -177,7 +183,8 @@ def _no_interpreter(target: diagnose.Target) -> str:
 
 
 def _injector(name: str, opts: AttachOptions, target: diagnose.Target, ws: Workspace,
-              while_stopped: Callable[[], str | None] | None = None) -> Injector:
+              while_stopped: Callable[[], str | None] | None = None,
+              guard: Guard | None = None) -> Injector:
     if name == "gdb":
         return GDBInjector()
     if name == "remote-exec":
@@ -189,7 +196,7 @@ def _injector(name: str, opts: AttachOptions, target: diagnose.Target, ws: Works
     fd = os.open(code_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(code + b"\0")
-    return LLDBInjector(opts.pid, code, code_file, while_stopped=while_stopped)
+    return LLDBInjector(opts.pid, code, code_file, while_stopped=while_stopped, guard=guard)
 
 
 def _wait_outcome(ws: Workspace, pid: int, timeout: float, until: tuple[str, ...]) -> Outcome:
@@ -221,9 +228,22 @@ class Recorder:
         self.method = ""
         self.log: dict[str, Any] = {}
         self.given = False  # the run directory was lent to the target's user
+        self.lock = AttachLock(opts.pid)
+        self.guard: Guard | None = None  # cleans up in our place if heapwatch is killed
         self.children: list[_ChildRecorder] = []
 
     def run(self) -> AttachResult:
+        opts = self.opts
+        if opts.method not in METHODS:
+            raise AttachError(f"unknown method {opts.method!r}: choose from {', '.join(METHODS)}")
+        # held until the agent checked in: two attaches at once, one wins, the other is told
+        self.lock.acquire()
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> AttachResult:
         opts = self.opts
         target = preflight(opts, self.me)
         methods = plan(opts, target, self.notice)
@@ -250,7 +270,7 @@ class Recorder:
         opts = self.opts
         store = os.path.join(opts.run_dir, STORE_NAME)
         meta = run_meta(list(target.cmdline), opts.interval, opts.trace, opts.trace_depth,
-                        "attach")
+                        "attach", opts.show_names)
         meta.update(pid=opts.pid, cwd=target.cwd, python=target.version_text)
         cross = target.uid != self.me.uid
         self.given = cross
@@ -259,19 +279,21 @@ class Recorder:
             if cross:
                 _give(opts.run_dir, store, target.uid, target.gid)
             config = AgentConfig(store=store, interval=opts.interval, trace=opts.trace,
-                                 trace_depth=opts.trace_depth,
+                                 trace_depth=opts.trace_depth, show_names=opts.show_names,
                                  children="fork" if opts.tree else "none")
             self.ws = Workspace.create(config, target.uid if cross else None,
                                        target.gid if cross else None)
+            self.guard = Guard(opts.pid, self.ws.path, self.ws.control)
             self._log(target, "attaching")
-            self.notice(f"attaching to process {opts.pid} ({_describe(target)}, Python "
-                        f"{target.version_text}) with {' then '.join(methods)}")
-            try:
+            try:  # a Ctrl-C right after the notice (the user read it) lands in this try
+                self.notice(f"attaching to process {opts.pid} ({_describe(target)}, Python "
+                            f"{target.version_text}) with {' then '.join(methods)}")
                 self._start(target, methods)
             except (KeyboardInterrupt, Interrupted):
                 raise AttachInterrupted(
                     f"interrupted while attaching to process {opts.pid}; heapwatch left "
                     f"nothing running in it") from None
+            self.lock.release()  # the agent's registry entry answers from now on
             try:
                 self._log(target, "started")
                 if self.started is not None and self.injection is not None:
@@ -307,7 +329,7 @@ class Recorder:
             self.attempts.append(attempt)
             hook = self._withdraw_remote if self.remote_issued else None
             try:
-                injection = _injector(name, opts, target, ws, hook).inject()
+                injection = _injector(name, opts, target, ws, hook, self.guard).inject()
             except AttachPermissionError as exc:
                 attempt["error"] = str(exc)
                 raise AttachPermissionError(
@@ -317,6 +339,8 @@ class Recorder:
                 raise
             if name == "remote-exec":
                 self.remote_issued = True
+                if self.guard is not None:
+                    self.guard.tell("remote")
             self.injection = injection
             attempt.update(how=injection.how, stopped_s=round(injection.stopped_s, 3),
                            python=injection.version)
@@ -440,6 +464,7 @@ class Recorder:
                         break
                     if not alive(opts.pid):
                         ended_by = "exit"
+                        self.log["target_gone_t"] = time.time()  # without the agent's goodbye
                         break
                     if self.status is not None and now >= next_status:
                         n, rss, top = reader.progress()
@@ -511,6 +536,13 @@ class Recorder:
                 self.notice(f"the agent in process {pid or self.opts.pid} did not stop: {reply}")
 
     def _cleanup(self) -> None:
+        try:
+            self._undo()
+        finally:
+            if self.guard is not None:
+                self.guard.dismiss()
+
+    def _undo(self) -> None:
         for child in self.children:
             if child.ws is not None:
                 child.ws.close(remote_pending=child.remote_issued)
@@ -548,6 +580,7 @@ class _ChildRecorder(Recorder):
     def __init__(self, parent: Recorder, pid: int) -> None:
         super().__init__(replace(parent.opts, pid=pid, tree=False), None, parent.notice)
         self.store = parent.writer.path if parent.writer is not None else ""
+        self.guard = parent.guard  # the same guard has its lldb detach if heapwatch dies
 
     def enter(self, config: AgentConfig) -> None:
         target = preflight(self.opts, self.me)
@@ -570,10 +603,11 @@ class _ChildRecorder(Recorder):
 
 
 def _describe(target: diagnose.Target) -> str:
-    args = list(target.cmdline)
+    """The process as the user knows it, secret-looking arguments hidden."""
+    args = redact.argv(target.cmdline)
     if args:
         args[0] = os.path.basename(args[0])
-    text = " ".join(args) or target.name
+    text = " ".join(args) or redact.text(target.name)
     return text if len(text) <= 60 else text[:59] + "…"
 
 

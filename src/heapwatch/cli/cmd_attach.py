@@ -26,11 +26,11 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION
+from heapwatch.cli.options import DURATION, PID, following, metrics_options
 
 
 @click.command("attach", help=__doc__)
-@click.argument("pid", type=click.IntRange(min=1))
+@click.argument("pid", type=PID)
 @click.option("--duration", type=DURATION, default=None,
               help="Record this long (default: until Ctrl-C, heapwatch stop PID, or exit).")
 @click.option("--interval", type=DURATION, default="5s", show_default=True,
@@ -56,14 +56,19 @@ from heapwatch.cli.options import DURATION
 @click.option("--tree", is_flag=True,
               help="Enter every Python process below PID too (a pre-fork server's workers); "
                    "workers it forks later get an agent from its fork hook.")
+@click.option("--show-names", is_flag=True,
+              help="Write secret-looking names (dict keys, attribute and thread names, "
+                   "command-line arguments) as they are instead of […].")
+@metrics_options
 def command(pid: int, duration: float | None, interval: float, out: str | None, trace: str,
             trace_depth: int | None, method: str, python: str | None, start_timeout: float,
-            force: bool, tree: bool) -> None:
+            force: bool, tree: bool, show_names: bool, metrics: str | None,
+            retain: str | None) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.attach.session import AttachOptions, record
+    from heapwatch.cli.options import finish
     from heapwatch.durations import format_duration
     from heapwatch.model import default_trace_depth
-    from heapwatch.report import summary_lines, write_reports
     from heapwatch.rundir import default_run_dir
 
     if trace_depth is None:
@@ -89,33 +94,31 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
 
     opts = AttachOptions(pid=pid, run_dir=run_dir, interval=interval, duration=duration,
                          trace=trace, trace_depth=trace_depth, method=method, python=python,
-                         force=force, start_timeout=start_timeout, tree=tree)
-    result = record(opts, status=status if tty else None, notice=notice, started=started)
+                         force=force, start_timeout=start_timeout, tree=tree,
+                         show_names=show_names)
+    with following(run_dir, interval, metrics, retain):
+        result = record(opts, status=status if tty else None, notice=notice, started=started)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     ended = {"duration": "after --duration", "interrupt": "on Ctrl-C",
              "stopped": "by 'heapwatch stop'", "exit": "because the process exited"}
     gone = "" if result.ended_by == "exit" else f"; process {pid} keeps running"
     click.echo(f"heapwatch: agent stopped {ended.get(result.ended_by, '')}{gone}", err=True)
-    analysis = analyze_run(result.run_dir)
-    paths = write_reports(analysis, result.run_dir)
-    for line in summary_lines(analysis, paths):
-        click.echo(line, err=True)
+    finish(analyze_run(result.run_dir), cgroup=False)
     sys.exit(130 if result.ended_by == "interrupt" else 0)
 
 
 def _stem(pid: int) -> str:
     """The run's default name: the target's script or module (``app`` for app.py)."""
+    from heapwatch import redact
+
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            args = redact.argv(a.decode(errors="replace") for a in f.read().split(b"\0") if a)
     except OSError:
         return f"pid{pid}"
-    for i, arg in enumerate(args[1:], 1):
-        if arg == "-m" and i + 1 < len(args):
-            return args[i + 1]
-        if arg == "-c":
-            break
-        if not arg.startswith("-"):
-            return os.path.splitext(os.path.basename(arg))[0]
-    return os.path.basename(args[0]) if args else f"pid{pid}"
+    if any(redact.HIDDEN in a for a in args[:3]):
+        return f"pid{pid}"
+    from heapwatch.history import service_name
+
+    return service_name(args) if args else f"pid{pid}"

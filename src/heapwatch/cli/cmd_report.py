@@ -24,21 +24,17 @@ import click
 def command(run_dir: str, formats: str, out: str | None, open_: bool, limit: str | None
             ) -> None:
     from heapwatch.analysis import analyze_run
-    from heapwatch.analysis.projection import cgroup_memory_limit
+    from heapwatch.cli.options import finish
     from heapwatch.errors import UsageError
-    from heapwatch.report import summary_lines, write_reports
     from heapwatch.units import parse_bytes
 
     try:
-        limit_bytes = int(parse_bytes(limit)) if limit else cgroup_memory_limit()
+        limit_bytes = int(parse_bytes(limit)) if limit else None
     except (UsageError, ValueError):
         raise UsageError(f"--limit takes a size such as 512MB or 2GB, not {limit!r}") from None
     analysis = analyze_run(run_dir)
-    paths = write_reports(analysis, out or analysis.run_dir,
-                          tuple(f.strip() for f in formats.split(",") if f.strip()),
-                          memory_limit=limit_bytes)
-    for line in summary_lines(analysis, paths):
-        click.echo(line)
+    paths = finish(analysis, out, tuple(f.strip() for f in formats.split(",") if f.strip()),
+                   memory_limit=limit_bytes, err=False)
     if open_:
         _open(paths)
 

@@ -13,7 +13,15 @@ ends when the command exits, after --duration or --snapshots, or on Ctrl-C; then
 report.html (open it first), report.md and report.json are written to --out (default:
 reports/<script>-<time>).
 The command's stdin, stdout, stderr and exit code pass through (an end by --duration
-exits 0, Ctrl-C 130). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds.
+exits 0, Ctrl-C 130). heapwatch's own failures exit 2 with one line: bad input, an --out
+that is not new or empty, a store or report that cannot be written (a full disk: every
+snapshot stored so far stays in run.sqlite), a --phase load that cannot start (the
+command is stopped and its reports written first). The run directory is private (0700,
+files 0600). Durations: 500ms, 5s, 2m, 1h, or a bare number of seconds, up to a year.
+
+For a service watched for a long time: --metrics HOST:PORT serves heapwatch's series to
+Prometheus from this process (the target opens no port), and --retain WINDOW keeps the
+store from growing by thinning snapshots older than WINDOW (see docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -22,12 +30,18 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, children_option, execute
+from heapwatch.cli.options import (
+    DURATION,
+    INTERVAL_HELP,
+    SNAPSHOTS_HELP,
+    children_option,
+    execute,
+    metrics_options,
+)
 
 
 @click.command("run", help=__doc__, context_settings={"ignore_unknown_options": False})
-@click.option("--interval", type=DURATION, default="5s", show_default=True,
-              help="Time between snapshots.")
+@click.option("--interval", type=DURATION, default=None, help=INTERVAL_HELP)
 @click.option("--duration", type=DURATION, default=None,
               help="Stop the command after this long (default: wait for it to exit).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -45,9 +59,15 @@ from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, children_option, exe
 @click.option("--snapshots", type=click.IntRange(2, 10_000_000), default=None,
               help=SNAPSHOTS_HELP)
 @children_option
+@click.option("--show-names", is_flag=True,
+              help="Write secret-looking names (dict keys, attribute and thread names, "
+                   "command-line arguments) as they are instead of […]. Values and the "
+                   "environment are never recorded.")
+@metrics_options
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(interval: float, duration: float | None, out: str | None, trace: str,
+def command(interval: float | None, duration: float | None, out: str | None, trace: str,
             trace_depth: int | None, phases: tuple[str, ...], snapshots: int | None,
-            children: str, cmd: tuple[str, ...]) -> None:
+            children: str, show_names: bool, metrics: str | None, retain: str | None,
+            cmd: tuple[str, ...]) -> None:
     sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, children,
-                     snapshots))
+                     show_names, metrics, retain, snapshots))

@@ -13,6 +13,9 @@ threads-growth, objects-growth (per hour, e.g. 5MB/h, 0/h), rss-max, fds-max,
 threads-max; checked over the run and each phase, rates only over windows of at least
 --min-window. --ignore PATTERN (glob on path, type, site or title; repeatable, and
 [tool.heapwatch] ignore = [...] in pyproject.toml) suppresses known findings.
+--history takes a SQLite file or a PostgreSQL URL (postgresql://user@host/db, shared by
+many services and hosts); runs are compared with the last run of the same --service
+(default: the command's script or module name).
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, children_option
+from heapwatch.cli.options import DURATION, INTERVAL_HELP, SNAPSHOTS_HELP, children_option
 
 
 @click.command("soak", help=__doc__)
-@click.option("--interval", type=DURATION, default="5s", show_default=True)
+@click.option("--interval", type=DURATION, default=None, help=INTERVAL_HELP)
 @click.option("--duration", type=DURATION, default=None)
 @click.option("--snapshots", type=click.IntRange(2, 10_000_000), default=None,
               help=SNAPSHOTS_HELP)
@@ -41,17 +44,22 @@ from heapwatch.cli.options import DURATION, SNAPSHOTS_HELP, children_option
               help="Shortest window a rate budget is checked on.")
 @click.option("--ignore", "ignores", multiple=True, metavar="PATTERN")
 @click.option("--junit", type=click.Path(dir_okay=False), default=None)
-@click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--history", "history_path", type=click.Path(dir_okay=False), default=None,
+              help="SQLite file or postgresql:// URL of the soak history.")
+@click.option("--service", default=None,
+              help="Name of the service in the history [default: the command's script or "
+                   "module].")
 @children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(interval: float, duration: float | None, snapshots: int | None, out: str | None,
-            trace: str, trace_depth: int | None, phases: tuple[str, ...], fail_on: str,
+def command(interval: float | None, duration: float | None, snapshots: int | None,
+            out: str | None, trace: str, trace_depth: int | None, phases: tuple[str, ...],
+            fail_on: str,
             budgets: tuple[str, ...], min_window: float, ignores: tuple[str, ...],
-            junit: str | None, history_path: str | None, children: str,
+            junit: str | None, history_path: str | None, service: str | None, children: str,
             cmd: tuple[str, ...]) -> None:
     from heapwatch import history, soak
     from heapwatch.analysis.budgets import parse_budget
-    from heapwatch.cli.options import finish, record
+    from heapwatch.cli.options import ended_early, finish, record
     from heapwatch.report.junit import write_junit
 
     # Everything that can be wrong with the input is checked before the target starts.
@@ -62,16 +70,21 @@ def command(interval: float, duration: float | None, snapshots: int | None, out:
 
         raise UsageError("--fail-on new needs --history FILE to know what is new")
     patterns = list(ignores) + soak.config_ignores(os.getcwd())
+    service = service or history.service_name(list(cmd))
+    if history_path and history.is_url(history_path):
+        history.open_history(history_path).close()  # reachable before a long soak starts
     result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases,
                               children, snapshots=snapshots)
-    outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window)
+    outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window,
+                         service)
     finish(analysis)
+    ended_early(result)
     if junit:
         write_junit(junit, "heapwatch soak", outcome.cases, analysis.run["duration_s"])
     if history_path:
         history.record(history_path, analysis.run, analysis.verdict, outcome.passed,
                        [f.as_dict() for f in analysis.findings
-                        if f.fingerprint not in analysis.ignored], analysis.run_dir)
+                        if f.fingerprint not in analysis.ignored], analysis.run_dir, service)
     for line in outcome.failures:
         click.echo(f"  FAIL {line}", err=True)
     for f in analysis.findings:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -41,9 +43,93 @@ def children_option(f: Any) -> Any:
                         default="all", show_default=True, help=CHILDREN_HELP)(f)
 
 
-def execute(cmd: list[str], out: str | None, interval: float, duration: float | None,
+INTERVAL_HELP = ("Time between snapshots [default: 5s; with --duration or --phase, a 40th of "
+                 "the run (at least 30 snapshots), not below 200ms].")
+
+
+class Pid(click.ParamType):  # type: ignore[type-arg]
+    """A process id of this system: ASCII digits, 1 to the kernel's pid_max."""
+
+    name = "pid"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int:
+        if isinstance(value, int):
+            return value
+        from heapwatch.control import parse_pid
+
+        try:
+            return parse_pid(str(value))
+        except HeapwatchError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+PID = Pid()
+
+
+def metrics_options(f: Any) -> Any:
+    """--metrics and --retain, shared by run and attach."""
+    f = click.option(
+        "--retain", metavar="WINDOW", default=None,
+        help="Long-running mode: keep every snapshot of the last WINDOW (e.g. 1h) and thin "
+             "older ones, so the store stops growing. Off by default: every snapshot is "
+             "kept. The report says when snapshots were thinned.")(f)
+    return click.option(
+        "--metrics", metavar="HOST:PORT", default=None,
+        help="Serve heapwatch's series for Prometheus (OpenMetrics) from this process "
+             "while recording, e.g. 127.0.0.1:9464 (a bare port binds 127.0.0.1; "
+             "0.0.0.0:9464 in a container). See docs/fleet.md.")(f)
+
+
+def check_following(metrics: str | None, retain: str | None) -> None:
+    """Refuse a bad --metrics or --retain before anything is created."""
+    if metrics is not None:
+        from heapwatch.metrics import parse_listen
+
+        parse_listen(metrics)
+    if retain is not None:
+        from heapwatch.retention import parse_retain
+
+        parse_retain(retain)
+
+
+@contextmanager
+def following(run_dir: str, interval: float, metrics: str | None, retain: str | None
+              ) -> Iterator[None]:
+    """Serve metrics and/or apply retention while the body records into ``run_dir``.
+    Bad values and a port that cannot be bound fail here, before any target starts."""
+    import os
+
+    from heapwatch.retention import parse_retain
+    from heapwatch.store import STORE_NAME
+
+    retention = parse_retain(retain) if retain else None
+    if metrics is None and retention is None:
+        yield
+        return
+    from heapwatch.metrics import Follower, serve
+
+    store = os.path.join(run_dir, STORE_NAME)
+    if metrics is not None:
+        exporter = serve(metrics, store, interval, retention)
+        host, port = exporter.address
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"heapwatch: metrics on http://{shown}:{port}/metrics", err=True)
+        stop = exporter.close
+    else:
+        follower = Follower(store, interval, retention=retention, metrics=False)
+        follower.start()
+        stop = follower.stop
+    try:
+        yield
+    finally:
+        stop()
+
+
+def execute(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-            children: str = "all", snapshots: int | None = None) -> int:
+            children: str = "all", show_names: bool = False, metrics: str | None = None,
+            retain: str | None = None, snapshots: int | None = None) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch. A second Ctrl-C leaves the run as it is: every
     snapshot taken is in its store, and ``heapwatch report`` writes the reports."""
@@ -52,7 +138,8 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
     holder: dict[str, str] = {}
     try:
         result, analysis = record(cmd, out, interval, duration, trace, trace_depth,
-                                  phase_specs, children, holder, snapshots)
+                                  phase_specs, children, show_names, metrics, retain, holder,
+                                  snapshots)
         finish(analysis)
     except KeyboardInterrupt:
         import signal
@@ -62,6 +149,7 @@ def execute(cmd: list[str], out: str | None, interval: float, duration: float | 
         click.echo(f"\nheapwatch: interrupted again: {where} keeps every snapshot taken; "
                    f"`heapwatch report {where}` writes its reports", err=True)
         return 130
+    ended_early(result)
     return launch.exit_status(result)
 
 
@@ -88,25 +176,55 @@ def run_name(cmd: list[str]) -> str:
     return os.path.splitext(prog)[0] or "run"
 
 
-def finish(analysis: Any) -> dict[str, str]:
-    """Write the reports of ``analysis`` into its run directory; print the summary."""
-    from heapwatch.analysis.projection import cgroup_memory_limit
-    from heapwatch.report import summary_lines, write_reports
+def ended_early(result: Any) -> None:
+    """After the reports: the one line and exit 2 of a run that heapwatch had to end
+    early (a phase's load command that could not start)."""
+    if result.error is not None:
+        from heapwatch.errors import LaunchError
 
-    paths = write_reports(analysis, analysis.run_dir, memory_limit=cgroup_memory_limit())
-    for line in summary_lines(analysis, paths):
-        click.echo(line, err=True)
+        raise LaunchError(f"{result.error}; the target was stopped and its reports written")
+
+
+def finish(analysis: Any, directory: str | None = None, formats: tuple[str, ...] | None = None,
+           memory_limit: int | None = None, cgroup: bool = True, err: bool = True
+           ) -> dict[str, str]:
+    """Write the reports of ``analysis`` (into its run directory by default); print what the
+    store lost and the summary. The projection uses ``memory_limit``, else (``cgroup``)
+    this cgroup's. Reports that cannot be written (a full disk) raise ReportError after the
+    others were written and the summary printed."""
+    from heapwatch.analysis.integrity import store_problems
+    from heapwatch.analysis.projection import cgroup_memory_limit
+    from heapwatch.errors import ReportError
+    from heapwatch.report import FORMATS, summary_lines, write_reports
+
+    for line in store_problems(analysis.data):
+        click.echo(f"heapwatch: warning: {line}", err=True)
+    if memory_limit is None and cgroup:
+        memory_limit = cgroup_memory_limit()
+    paths: dict[str, str] = {}
+    try:
+        paths = write_reports(analysis, directory or analysis.run_dir, formats or FORMATS,
+                              memory_limit=memory_limit)
+    except ReportError as exc:
+        paths = exc.written
+        raise
+    finally:
+        if paths:
+            for line in summary_lines(analysis, paths):
+                click.echo(line, err=err)
     return paths
 
 
-def record(cmd: list[str], out: str | None, interval: float, duration: float | None,
+def record(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
-           children: str = "all", holder: dict[str, str] | None = None,
+           children: str = "all", show_names: bool = False, metrics: str | None = None,
+           retain: str | None = None, holder: dict[str, str] | None = None,
            snapshots: int | None = None) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
 
     from heapwatch import launch
     from heapwatch.analysis import analyze_run
+    from heapwatch.durations import default_interval
     from heapwatch.errors import UsageError
     from heapwatch.model import default_trace_depth
     from heapwatch.rundir import default_run_dir, prepare_run_dir
@@ -117,9 +235,25 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
         raise UsageError("use either --duration/--snapshots or --phase: a schedule ends after "
                          "its last phase")
     launch.check_command(cmd)
+    for ph in phases:
+        if ph.command:
+            try:
+                launch.check_command(list(ph.command))
+            except HeapwatchError as exc:
+                raise UsageError(f"--phase {ph.name}: {exc}") from None
+    if interval is None:
+        planned = sum(p.seconds for p in phases) if phases else duration
+        interval = default_interval(planned)
+    check_following(metrics, retain)
     if trace_depth is None:
         trace_depth = default_trace_depth(trace)
-    run_dir = prepare_run_dir(out or default_run_dir(run_name(cmd)))
+    from heapwatch import redact
+
+    # the run's name must not carry a password given in the command
+    stem = run_name(redact.argv(cmd))
+    if redact.HIDDEN in stem:
+        stem = "run"
+    run_dir = prepare_run_dir(out or default_run_dir(stem))
     if holder is not None:
         holder["run_dir"] = run_dir
     tty = sys.stderr.isatty()
@@ -132,14 +266,18 @@ def record(cmd: list[str], out: str | None, interval: float, duration: float | N
     def notice(line: str) -> None:
         click.echo(f"heapwatch: {line}", err=True)
 
-    click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
-               + (f" for {format_duration(duration)}" if duration else "")
-               + (f" up to {snapshots} snapshots" if snapshots else ""), err=True)
-    result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
-                        status=status if tty else plain, notice=notice, phases=phases,
-                        children=children, max_snapshots=snapshots)
+    with following(run_dir, interval, metrics, retain):
+        click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
+                   + (f" for {format_duration(duration)}" if duration else "")
+                   + (f" up to {snapshots} snapshots" if snapshots else ""), err=True)
+        result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
+                            status=status if tty else plain, notice=notice, phases=phases,
+                            children=children, show_names=show_names,
+                            max_snapshots=snapshots)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
+    for line in result.store_errors:
+        click.echo(f"heapwatch: warning: {line}", err=True)
     return result, analyze_run(run_dir)
 
 

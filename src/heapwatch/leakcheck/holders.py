@@ -156,7 +156,7 @@ def newest_of(name: str, k: int) -> tuple[list[tuple[int, str | None, list[tuple
         for o in reversed(objs):
             if type_name(type(o), stem) != name:
                 continue
-            site, user = _site_of(o)
+            site, user, _ = _site_of(o)
             if site is not None and is_own(site.rpartition(":")[0]):
                 continue  # heapwatch's own (the analysis makes dicts and lists)
             got.append((id(o), user or site, _frames_of(o)))

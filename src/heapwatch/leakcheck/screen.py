@@ -13,7 +13,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from heapwatch.agent import census, paths
+from heapwatch.agent import census, core, paths
 from heapwatch.agent.naming import main_stem, type_name
 from heapwatch.analysis.trend import TrendParams, assess
 from heapwatch.model import ContainerStat, ItemSample, ProcessStat, Snapshot
@@ -34,13 +34,15 @@ class Screen:
         self.n = 0
         self.blocks = array("q")
         self.objects = array("q")
-        self.types: dict[type, array[int]] = {}
+        self.types: dict[int, array[int]] = {}  # by id of the type
+        self.typeobj: dict[int, type] = {}
         self.lens: dict[int, array[int]] = {}  # container id -> lengths from the call it appeared
         self.ctypes: dict[int, type] = {}
         self.first: dict[int, int] = {}
         self.watched: dict[int, tuple[str, Any, array[int]]] = {}
         self.own_blocks = 0
         self.exclude: set[int] = {id(self.types), id(self.lens), id(self), id(self.ctypes),
+                                  id(self.typeobj),
                                   id(self.first), id(self.watched)}
 
     def watch(self, found: paths.Found) -> None:
@@ -60,19 +62,20 @@ class Screen:
         self.own_blocks += sys.getallocatedblocks() - b0 - 1
 
     def _record(self, b0: int) -> None:
-        res = census.take_census(FLOOR, self.exclude)
+        res = core.census(FLOOR, self.exclude)
         try:
             n = self.n
             # the screen's own arrays are gc-tracked objects too
             own_arrays = 2 + len(self.types) + len(self.lens) + len(self.watched)
             self.blocks.append(b0 - self.own_blocks)
             self.objects.append(res.gc_objects - own_arrays)
-            for t, c in res.type_counts.items():
+            for t, c in res.type_counts:  # pairs: hashing a class may run user code
                 if t is array:
                     c -= own_arrays
-                col = self.types.get(t)
+                col = self.types.get(id(t))
                 if col is None:
-                    col = self.types[t] = array("q", bytes(8 * n))
+                    col = self.types[id(t)] = array("q", bytes(8 * n))
+                    self.typeobj[id(t)] = t
                 col.append(c)
             for col in self.types.values():
                 if len(col) == n:
@@ -97,7 +100,7 @@ class Screen:
         out: list[tuple[str, array[int]]] = []
         cands: list[tuple[str, array[int]]] = [("allocator blocks", self.blocks),
                                                ("objects", self.objects)]
-        cands += [(f"type {t.__qualname__}", v) for t, v in self.types.items()]
+        cands += [(f"type {self.typeobj[t].__qualname__}", v) for t, v in self.types.items()]
         cands += [(f"container {oid:#x}", v) for oid, v in self.lens.items() if len(v) >= 4]
         cands += [(path, v) for path, _, v in self.watched.values()]
         for label, v in cands:
@@ -144,7 +147,7 @@ class Screen:
         growth: dict[str, int] = {}
         for t, v in self.types.items():
             if len(v) > since:
-                name = type_name(t, stem)
+                name = type_name(self.typeobj[t], stem)
                 growth[name] = growth.get(name, 0) + v[-1] - v[since]
         return [name for name, g in growth.items() if g >= need]
 
@@ -153,7 +156,7 @@ class Screen:
         number as its time."""
         stem = main_stem()
         pid = os.getpid()
-        tnames = {t: type_name(t, stem) for t in self.types}
+        tnames = {t: type_name(self.typeobj[t], stem) for t in self.types}
         snaps: list[Snapshot] = []
         for i in range(since, self.n):
             types: dict[str, int] = {}
@@ -184,6 +187,7 @@ class Screen:
 
     def clear(self) -> None:
         self.watched.clear()
+        self.typeobj.clear()
 
 
 _SCREEN_TREND = TrendParams(warmup_fraction=0.0, warmup_max_samples=0, min_samples=8,

@@ -13,6 +13,7 @@ import io
 import itertools
 import math
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -21,6 +22,7 @@ from heapwatch.analysis import Analysis, finding_points
 from heapwatch.analysis.trend import warmup_cut
 from heapwatch.errors import HeapwatchError
 from heapwatch.model import Finding
+from heapwatch.rundir import private_subdir, remove_own, write_file
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -48,6 +50,10 @@ OTHER_PHASE_COLORS = ("#7c3aed", "#0891b2", "#be185d", "#65a30d", "#ea580c")
 BAR_COLORS = ("#93c5fd", "#3b82f6", "#1e3a8a")  # median, p95, max
 
 _STYLE: dict[str, Any] = {
+    # Every text is drawn as it is: names come from the target ("$\\frac{x}{y}$" as an
+    # attribute, a phase called "$x$"), and mathtext or TeX would parse them, or raise.
+    "text.parse_math": False,
+    "text.usetex": False,
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.labelsize": 9,
@@ -99,7 +105,10 @@ def _figure(width: float, height: float) -> Iterator[Figure]:
     import matplotlib
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(cast(Any, _STYLE)):  # its stubs want literal keys
+    with matplotlib.rc_context(cast(Any, _STYLE)), warnings.catch_warnings():  # literal keys
+        # a glyph the font lacks (a name in another script, an emoji) is drawn as a box,
+        # not reported on the user's terminal
+        warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
         yield Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
@@ -448,17 +457,13 @@ def write_chart_files(analysis: Analysis, directory: str,
     removed, so the directory never shows a stale chart."""
     if pngs is None:
         pngs = render_charts(analysis)
-    out_dir = os.path.join(directory, CHART_DIR)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = private_subdir(directory, CHART_DIR)
     written: dict[str, str] = {}
     for name, png in pngs.items():
-        path = os.path.join(out_dir, f"{name}.png")
-        with open(path + ".tmp", "wb") as fh:
-            fh.write(png)
-        os.replace(path + ".tmp", path)
+        write_file(os.path.join(out_dir, f"{name}.png"), png)
         written[name] = f"{CHART_DIR}/{name}.png"
     for entry in os.listdir(out_dir):
         stem, ext = os.path.splitext(entry)
         if ext == ".png" and stem[:1] == "F" and stem[1:].isdigit() and stem not in pngs:
-            os.remove(os.path.join(out_dir, entry))
+            remove_own(out_dir, entry)
     return written

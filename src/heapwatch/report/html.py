@@ -22,6 +22,7 @@ from typing import Any
 
 from heapwatch import __version__
 from heapwatch.analysis import Analysis
+from heapwatch.analysis.lifecycle import end_line
 
 # The projection is computed in the analysis (one place for HTML and JSON).
 from heapwatch.analysis.projection import (
@@ -34,6 +35,8 @@ from heapwatch.analysis.projection import (
 )
 from heapwatch.model import REPORT_SCHEMA, Finding
 from heapwatch.report import charts, holders, summary
+from heapwatch.report.summary import core_text
+from heapwatch.rundir import write_file
 from heapwatch.units import fmt_bytes
 
 __all__ = ["CGROUP_ROOT", "MIN_TREND_SNAPSHOTS", "Projection", "cgroup_memory_limit",
@@ -412,6 +415,8 @@ def _run(a: Analysis) -> str:
     ]
     if r.get("exit_code") is not None:
         rows.append(("exit code", _e(r["exit_code"])))
+    if a.target_exit:
+        rows.append(("end", _e(end_line(a.target_exit))))
     rows.append(("run directory", _code(a.run_dir)))
     return '<section id="run"><h2>Run</h2>' + _facts(rows) + "</section>"
 
@@ -424,6 +429,9 @@ def _agent(a: Analysis) -> str:
         ("tracing", _e(f"{tr.get('mode', '?')}, depth {tr.get('depth', '?')}; "
                        f"{(tr.get('share') or 0):.0%} of snapshots traced")),
     ]
+    core = core_text(ag)
+    if core is not None:
+        rows.append(("core", _e(core)))
     if ag.get("checked_in") is False:
         rows.append(("agent", "never checked in: only process figures were recorded"))
     if ag.get("stopped"):
@@ -544,8 +552,4 @@ def render_html(analysis: Analysis, limit_bytes: int | None = None, *,
 
 def write_html(analysis: Analysis, path: str, limit_bytes: int | None = None, *,
                pngs: Mapping[str, bytes] | None = None) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render_html(analysis, limit_bytes, pngs=pngs))
-    os.replace(tmp, path)
-    return path
+    return write_file(path, render_html(analysis, limit_bytes, pngs=pngs))

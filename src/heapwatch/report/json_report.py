@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from heapwatch.analysis import Analysis
 from heapwatch.analysis.projection import projection, projection_dict
 from heapwatch.model import REPORT_SCHEMA
+from heapwatch.rundir import write_file
 
 
 def _finding(a: Analysis, f: Any) -> dict[str, Any]:
@@ -39,13 +39,10 @@ def to_dict(a: Analysis, memory_limit: int | None = None) -> dict[str, Any]:
         "projection": projection_dict(projection(a, memory_limit)),
         "processes": a.processes,
         "tree": a.tree,
+        "target_exit": a.target_exit,
     }
 
 
 def write_json(a: Analysis, path: str, memory_limit: int | None = None) -> str:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(to_dict(a, memory_limit), f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_file(path, json.dumps(to_dict(a, memory_limit), indent=2, sort_keys=False)
+                      + "\n")

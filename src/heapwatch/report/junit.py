@@ -3,9 +3,12 @@ scope), failures carrying the finding's title and evidence."""
 
 from __future__ import annotations
 
+import io
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+
+from heapwatch.rundir import write_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +33,7 @@ def write_junit(path: str, suite: str, cases: list[Case], seconds: float) -> str
             f.text = c.details
         elif c.skipped is not None:
             ET.SubElement(tc, "skipped", message=c.skipped)
-    tmp = path + ".tmp"
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
-    os.replace(tmp, path)
-    return path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    buf = io.BytesIO()
+    ET.ElementTree(root).write(buf, encoding="utf-8", xml_declaration=True)
+    return write_file(path, buf.getvalue())

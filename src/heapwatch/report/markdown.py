@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from heapwatch.analysis import Analysis
+from heapwatch.analysis.lifecycle import end_line
 from heapwatch.report.charts import ordered_phases, phases_shown
 from heapwatch.report.holders import as_text, chain
 from heapwatch.report.html import nothing_grew
-from heapwatch.report.summary import reason
+from heapwatch.report.summary import core_text, reason
 
 
 def _cell(text: object) -> str:
@@ -69,6 +70,11 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
     if a.agent.get("pause_median_s") is not None:
         out.append(f"- agent pause per snapshot: median {a.agent['pause_median_s'] * 1000:.1f} ms,"
                    f" max {a.agent['pause_max_s'] * 1000:.1f} ms")
+    if a.target_exit:
+        out.append(f"- end: {_cell(end_line(a.target_exit))}")
+    core = core_text(a.agent)
+    if core is not None:
+        out.append(f"- agent core: {_cell(core)}")
     for note in a.notes:
         out.append(f"- note: {_cell(note)}")
     out.append("")

@@ -1,13 +1,25 @@
-"""The few lines printed at the end of a run: one fact a line, where to look first."""
+"""The few lines printed at the end of a run (one fact a line, where to look first), and
+short texts every renderer shares."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from heapwatch.analysis import Analysis
 
 # Which report a person should open first, then the others.
 _ORDER = ("html", "md", "json")
+
+def core_text(agent: Mapping[str, Any]) -> str | None:
+    """Which census core ran in the target, and why not the native one: ``native`` or
+    ``python (HEAPWATCH_NO_NATIVE is set)``; None for runs recorded before cores existed."""
+    core = agent.get("core")
+    if not core:
+        return None
+    why = agent.get("core_fallback")
+    return f"{core} ({why})" if why else str(core)
+
 
 
 def _plural(n: int, word: str) -> str:
