@@ -149,6 +149,7 @@ def test_steady(tmp_path, monkeypatch):
 '''
 
 
+@pytest.mark.slow  # six tests, five of them diagnosed: ~12 s, more on a busy machine
 def test_leakcheck_all_names_holder_and_site_of_every_planted_leak(pytester: pytest.Pytester
                                                                    ) -> None:
     path = pytester.makepyfile(test_planted=PLANTED)
