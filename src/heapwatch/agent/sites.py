@@ -92,9 +92,14 @@ def object_sites(obj: object) -> tuple[str | None, str | None]:
     if not frames:
         return None, None
     newest = frames[-1]
-    for fr in frames:
-        if is_own(fr.filename):  # allocated by the agent itself
+    # The innermost frame outside the stdlib says who allocated: the agent when it is
+    # heapwatch's (its own code, or the stdlib called by it), the user's code otherwise,
+    # even when heapwatch is further out on the stack (leakcheck calls the test body).
+    for fr in reversed(frames):
+        if is_own(fr.filename):
             return site_label(fr.filename, fr.lineno), None
+        if not is_stdlib(fr.filename):
+            break
     site = site_label(newest.filename, newest.lineno)
     user = None
     if is_library(newest.filename):

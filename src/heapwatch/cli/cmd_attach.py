@@ -13,8 +13,8 @@ executable, or --python), else through lldb at a safe point (a pending call when
 main thread runs Python code, a new thread when it waits in a system call). It takes a
 snapshot every --interval until --duration passes, Ctrl-C, 'heapwatch stop PID' or the
 process exits; then the agent stops (final snapshot, its thread ends, tracemalloc is
-stopped if it started it), report.json and report.md are written to --out, and the
-process keeps running. Each attach is logged (time, pid, method, user) in the run's
+stopped if it started it), report.html (open it first), report.md and report.json are
+written to --out, and the process keeps running. Each attach is logged (time, pid, method, user) in the run's
 metadata. Needs Linux, Python 3.10+ in the target, the same user (as root, --force to
 cross users) and, below 3.14, lldb (apt-get install -y lldb).
 """
