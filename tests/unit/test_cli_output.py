@@ -17,8 +17,10 @@ class _A:
 
     def __init__(self, verdict: str, *, exit_code: int | None = 0, snapshots: int = 40,
                  duration: float = 20.0, checked_in: bool = True, findings: Any = (),
-                 notes: Any = (), reason: str = "nothing grew without bound") -> None:
+                 notes: Any = (), reason: str = "nothing grew without bound",
+                 target_exit: dict[str, Any] | None = None) -> None:
         self.verdict = verdict
+        self.target_exit = target_exit or {}
         self.verdict_reason = reason
         self.run = {"snapshots": snapshots, "duration_s": duration, "exit_code": exit_code}
         self.agent = {"checked_in": checked_in}
@@ -39,6 +41,17 @@ def test_the_summary_names_report_html_first_and_the_top_finding_once() -> None:
     assert lines[2] == "  report: r/report.html"
     assert lines[3] == "  also: r/report.md, r/report.json"
     assert sum("m.CACHE" in ln for ln in lines) == 1
+
+
+def test_a_target_that_died_is_said_in_the_summary_whatever_the_verdict() -> None:
+    died = {"ended": "died", "died": True, "at_s": 4.2, "how": "killed by SIGKILL"}
+    early = summary_lines(_A("inconclusive", exit_code=-9, snapshots=3, duration=4.2,  # type: ignore[arg-type]
+                             target_exit=died), "r/report.html")
+    assert early[0] == ("heapwatch: INCONCLUSIVE - the target died 4.2s into the run (killed by "
+                        "SIGKILL) (3 snapshots): too short to judge; fix the target and run it "
+                        "again")
+    judged = summary_lines(_A("no-leak", exit_code=-9, target_exit=died), "r/report.html")  # type: ignore[arg-type]
+    assert judged[1] == "  the target died 4.2s into the run (killed by SIGKILL)"
 
 
 def test_a_target_that_failed_at_once_is_told_so() -> None:

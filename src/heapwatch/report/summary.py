@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from heapwatch.analysis import Analysis
+from heapwatch.analysis.lifecycle import death_note
 
 # Which report a person should open first, then the others.
 _ORDER = ("html", "md", "json")
+
 
 def core_text(agent: Mapping[str, Any]) -> str | None:
     """Which census core ran in the target, and why not the native one: ``native`` or
@@ -39,12 +41,19 @@ def _wall(a: Analysis) -> float:
         a.run.get("duration_s") or 0.0)
 
 
+def died(a: Analysis) -> str | None:
+    """"the target died 0.6s into the run (killed by SIGKILL)" when it did; else None."""
+    return death_note(a.target_exit) if a.target_exit else None
+
+
 def early_exit(a: Analysis) -> str | None:
-    """"the target exited with 2 after 0.1 s" when it ended by itself, failing, before the
-    run could be judged; None otherwise."""
+    """How the target ended, when it ended by itself, failing, before the run could be
+    judged: how it died, or "the target exited with 2 after 0.1 s"; None otherwise."""
     code = a.run.get("exit_code")
-    if a.verdict == "inconclusive" and code not in (None, 0) and a.agent.get("checked_in"):
-        return f"the target exited with {code} after {_seconds(_wall(a))}"
+    note = died(a)
+    if a.verdict == "inconclusive" and a.agent.get("checked_in") and (
+            note or code not in (None, 0)):
+        return note or f"the target exited with {code} after {_seconds(_wall(a))}"
     return None
 
 
@@ -79,6 +88,9 @@ def summary_lines(a: Analysis, reports: str | Mapping[str, str]) -> list[str]:
     paths = {"report": reports} if isinstance(reports, str) else dict(reports)
     first = a.findings[0] if a.findings else None
     lines = [headline(a)]
+    note = died(a)
+    if note and not early_exit(a):
+        lines.append(f"  {note}")
     if first is not None and a.verdict == "leak":
         where = f", allocated at {first.site}" if first.site else ""
         lines.append(f"  top finding ({first.severity}): {first.title}{where}")
