@@ -150,11 +150,13 @@ def run(
     phases: list[Phase] | None = None,
     children: str = "all",
     show_names: bool = False,
+    max_snapshots: int | None = None,
 ) -> LaunchResult:
-    """Run ``cmd`` under the agent until it exits, ``duration`` passes, or the last of
-    ``phases`` ends (their clock starts when the agent checks in). ``children``: which
-    child processes get an agent too: ``all`` (forked and exec'd Python children),
-    ``fork`` (forked ones), ``none``; the others are recorded from outside."""
+    """Run ``cmd`` under the agent until it exits, ``duration`` passes, the agent has taken
+    ``max_snapshots`` snapshots, or the last of ``phases`` ends (their clock starts when
+    the agent checks in). ``children``: which child processes get an agent too: ``all``
+    (forked and exec'd Python children), ``fork`` (forked ones), ``none``; the others are
+    recorded from outside."""
     check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
     meta = run_meta(list(cmd), interval, trace, trace_depth, "run", show_names)
@@ -202,6 +204,7 @@ def run(
     observer = TreeObserver(writer, reader, proc.pid, interval, follow=children != "none")
     started = time.monotonic()
     next_status = started + 1.0
+    next_count = started
     checked_in = False
     ended_by = "exit"
     ended_t: float | None = None  # when the target ended by itself
@@ -262,6 +265,11 @@ def run(
                 if duration is not None and now - started >= duration:
                     ended_by = "duration"
                     break
+                if max_snapshots is not None and checked_in and now >= next_count:
+                    next_count = now + 0.2
+                    if reader.progress()[0] >= max_snapshots:
+                        ended_by = "duration"  # a planned end, as by --duration
+                        break
                 if plan and phase_i < 0 and (checked_in or now - started >= 10.0):
                     next_phase(now)
                 elif plan and phase_i >= 0 and now >= phase_end and not next_phase(now):
@@ -269,11 +277,26 @@ def run(
                     break
         except (KeyboardInterrupt, Interrupted):
             ended_by = "interrupt"
+            if notice is not None:
+                notice("stopping: final snapshot, then the reports (Ctrl-C again to leave "
+                       "the run as it is)")
         except LaunchError as exc:  # a phase's load command could not start: end the run
             ended_by, error = "error", str(exc)
-        stop_load(load)
-        if proc.poll() is None:
-            _stop_target(proc, sock_path, store_path, reader.meta("agent") is not None)
+        try:
+            stop_load(load)
+            if proc.poll() is None:
+                _stop_target(proc, sock_path, store_path, reader.meta("agent") is not None)
+        except (KeyboardInterrupt, Interrupted):
+            if proc.poll() is None:
+                # Asked again: end the target now; the store keeps every finished snapshot.
+                proc.kill()
+            proc.wait()
+            writer.set_meta({"launch": {"exit_code": proc.returncode,
+                                        "ended_by": "interrupt", "checked_in": checked_in,
+                                        "no_agent_reason": None, "abandoned": True,
+                                        "wall_s": round(time.monotonic() - started, 3)}})
+            writer.close()
+            raise KeyboardInterrupt from None
         checked_in = checked_in or reader.meta("agent") is not None
         try:
             observer.poll(force=True)  # the ends nobody reported
@@ -294,7 +317,8 @@ def run(
     store(lambda: writer.set_meta({"launch": {
         "exit_code": code, "ended_by": ended_by, "checked_in": checked_in,
         "no_agent_reason": reason, "error": error, "disk_full": disk_full,
-        "ended_t": ended_t if ended_by == "exit" else None, "pid": proc.pid}}))
+        "ended_t": ended_t if ended_by == "exit" else None, "pid": proc.pid,
+        "wall_s": round(time.monotonic() - started, 3)}}))
     writer.close()
     return LaunchResult(run_dir, code, ended_by, checked_in, reason, error, store_errors)
 

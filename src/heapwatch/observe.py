@@ -78,12 +78,17 @@ class TreeObserver:
     _due: float = 0.0
     _known: set[int] = field(default_factory=set)  # process row ids already looked at
     _replaced: set[int] = field(default_factory=set)  # row ids of ended ones replaced
+    _start: float | None = None
 
     def poll(self, now: float | None = None, force: bool = False) -> None:
         mono = time.monotonic() if now is None else now
         if not force and mono < self._due:
             return
-        self._due = mono + self.interval
+        if self._start is None:
+            self._start = mono
+        # often at first: a short run of a non-Python command still gets a drawn RSS line
+        self._due = mono + (min(self.interval, 0.5) if mono - self._start < 10.0
+                            else self.interval)
         rows = self.reader.processes()
         wall = time.time()
         # An agent that said "exit" leaves a process still ending for a moment: not a new one.

@@ -690,7 +690,7 @@ def test_attach_and_run_agree_on_a_leaking_scenario(workdir: str) -> None:
     wrapped: dict[str, Any] = {}
 
     def wrap() -> None:
-        wrapped["proc"] = heapwatch("run", "--interval", "0.5", "--duration", "20s", "--out",
+        wrapped["proc"] = heapwatch("run", "--interval", "0.5", "--snapshots", "40", "--out",
                                     os.path.join(workdir, "run"), "--", exe,
                                     "pending_tracker.py", cwd=here, env=env)
 

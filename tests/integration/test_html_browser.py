@@ -59,7 +59,7 @@ def test_report_html_in_headless_chromium(tmp_path: Any) -> None:
         assert driver.execute_script("return document.readyState") == "complete"
         images = driver.execute_script(
             "return Array.from(document.images, i => [i.complete, i.naturalWidth, i.alt])")
-        assert len(images) >= 4
+        assert len(images) >= 3  # memory, growth, a finding (a short unmarked run: no phases)
         broken = [alt for complete, width, alt in images if not complete or width <= 0]
         assert not broken, f"charts that did not load: {broken}"
         fetched = driver.execute_script(

@@ -33,7 +33,8 @@ def test_a_phase_schedule_marks_phases_and_runs_the_load(tmp_path: Any) -> None:
         nxt = [t for t in marks.values() if t > marks[name]]
         if nxt:
             assert fig["end_s"] < min(nxt)
-    assert 1.2 <= marks["load"] - marks["baseline"] <= 2.5
+    # a phase never starts early (a busy machine can only make it late)
+    assert marks["load"] - marks["baseline"] >= 1.4
 
 
 def test_bad_phase_is_one_line_exit_2() -> None:
@@ -44,7 +45,7 @@ def test_bad_phase_is_one_line_exit_2() -> None:
 
 def test_without_marks_phases_are_derived_and_diff_puts_the_leak_first(tmp_path: Any) -> None:
     out = str(tmp_path / "r")
-    proc = heapwatch("run", "--interval", "0.5", "--duration", "10s", "--out", out, "--",
+    proc = heapwatch("run", "--interval", "0.5", "--snapshots", "20", "--out", out, "--",
                      sys.executable, "pending_tracker.py",
                      cwd=os.path.join(SCENARIOS, "pending_tracker"))
     assert proc.returncode == 0, proc.stderr

@@ -37,8 +37,9 @@ def test_scenario(name: str, tmp_path: Any) -> None:
             pytest.skip(f"{expected['needs_native']}, and it cannot run here: {why}")
     cmd = [sys.executable if a == "python" else a for a in expected["command"]]
     out = str(tmp_path / "run")
-    proc = heapwatch("run", "--interval", "0.5", "--duration", "20s", "--out", out, "--", *cmd,
-                     cwd=here)
+    # 40 snapshots (a count, not 20 s of clock: a busy machine stretches the interval)
+    proc = heapwatch("run", "--interval", "0.5", "--snapshots", "40", "--out", out, "--", *cmd,
+                     cwd=here, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rep = report(out)
     serious = [f for f in rep["findings"] if f["severity"] in ("high", "medium")]

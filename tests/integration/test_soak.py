@@ -13,7 +13,7 @@ TRACKER = os.path.join(SCENARIOS, "pending_tracker", "pending_tracker.py")
 
 
 def soak(tmp_path: Any, name: str, *args: str, script: str = TRACKER) -> Any:
-    return heapwatch("soak", "--interval", "0.5", "--duration", "10s", "--min-window", "4s",
+    return heapwatch("soak", "--interval", "0.5", "--snapshots", "20", "--min-window", "4s",
                      "--out", str(tmp_path / name), *args, "--", sys.executable, script,
                      timeout=180)
 
@@ -36,7 +36,7 @@ def test_leak_fails_with_junit_naming_the_container_then_history(tmp_path: Any) 
     assert second.returncode == 1
     assert report(str(tmp_path / "n2"))["findings"][0]["status"] == "still present"
 
-    fixed = heapwatch("soak", "--interval", "0.5", "--duration", "10s", "--history", hist,
+    fixed = heapwatch("soak", "--interval", "0.5", "--snapshots", "20", "--history", hist,
                       "--out", str(tmp_path / "n3"), "--", sys.executable, TRACKER, "--fixed",
                       timeout=180)
     assert fixed.returncode == 0, fixed.stderr

@@ -80,7 +80,7 @@ def test_the_report_is_one_self_contained_file(api_html: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", api_html, re.I)
     assert "@import" not in api_html and "url(" not in api_html
     imgs = re.findall(r"<img\b[^>]*>", api_html)
-    assert len(imgs) >= 4  # memory, phases, growth, one per finding
+    assert len(imgs) >= 3  # memory, growth, one per finding (a short unmarked run: no phases)
     for tag in imgs:
         src = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', tag)
         assert src, tag[:120]
@@ -131,13 +131,61 @@ def _steady_run(n: int = 30) -> RunData:
     return run
 
 
-def test_phase_table_says_derived_or_marked() -> None:
-    derived = render_html(analyze(literal_run()))
-    assert "<h2>Phases (derived)</h2>" in derived and "no phase marks were recorded" in derived
+def test_phase_table_says_guessed_or_marked() -> None:
+    guessed = render_html(analyze(literal_run(80)))
+    assert "<h2>Phases (guessed)</h2>" in guessed and "no phase marks were recorded" in guessed
+    assert "peak (inside load)" in guessed
     marks = [Mark(1000.0, "baseline", 7), Mark(1010.0, "load", 7), Mark(1025.0, "after", 7)]
     marked = render_html(analyze(literal_run(marks=marks)))
-    assert "<h2>Phases (marked)</h2>" in marked and "(derived)" not in marked
+    assert "<h2>Phases (marked)</h2>" in marked and "(guessed)" not in marked
     assert "marked at" in marked and "<strong>after</strong>" in marked
+
+
+def test_a_short_unmarked_run_shows_no_guessed_phases_nor_hourly_rates() -> None:
+    a = analyze(literal_run(30, rss_step=MB))
+    text = render_html(a)
+    assert "<h2>Phases</h2>" in text and "too few to guess them" in text
+    assert "<strong>peak</strong>" not in text and "<strong>load</strong>" not in text
+    md = write_md(a)
+    assert "too few to guess them" in md and "| peak |" not in md
+    assert charts.ordered_phases(a) == []
+
+
+def write_md(a: Analysis) -> str:
+    from heapwatch.report.markdown import render_markdown
+
+    return render_markdown(a)
+
+
+def test_what_grew_leads_with_growth_during_the_run_not_at_import() -> None:
+    run = literal_run(40)
+    snaps = []
+    for i, s in enumerate(run.snapshots):
+        imported = ContainerStat("lib.REGISTRY", "dict", 5000 if i >= 1 else 10, 0, "lib.REGISTRY")
+        slow = ContainerStat("app.QUEUE", "list", 100 + (i // 3), 0, "app.QUEUE")
+        snaps.append(replace(s, containers=(*s.containers, imported, slow)))
+    run.snapshots = snaps
+    titles = [p.title for p in charts.growth_panels(analyze(run))]
+    assert any("app.QUEUE" in t for t in titles), titles
+    assert not any("lib.REGISTRY" in t for t in titles), titles
+
+
+def test_a_non_python_run_says_it_has_only_process_figures() -> None:
+    snaps = [Snapshot(seq=i + 1, pid=9, t=1000.0 + 0.5 * i, mono=0.5 * i, reason="external",
+                      duration_s=0.0, phase=None, traced=False,
+                      process=ProcessStat(rss=2 * MB + i * 4096), source="external")
+             for i in range(6)]
+    meta = {"run": {"command": ["sleep", "3"], "python": "3.11.7", "interval_s": 5.0},
+            "launch": {"exit_code": 0, "checked_in": False, "wall_s": 3.0,
+                       "no_agent_reason": "sleep is not a Python program"}}
+    a = analyze(RunData(path="/tmp/x/run.sqlite", meta=meta, snapshots=snaps))
+    assert a.run["python"] is None
+    text = render_html(a)
+    assert "Only process figures were recorded" in text and "Nothing grew without bound:" not in text
+    assert "the agent never ran in the target" in text and "3.11.7" not in text
+    png = charts.memory_chart(a)
+    blank = charts.memory_chart(replace(a, series=None))
+    assert png != blank
 
 
 def test_hours_to_limit_arithmetic() -> None:

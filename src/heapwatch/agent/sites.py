@@ -95,17 +95,23 @@ def traced_sites(top: int) -> tuple[dict[str, tuple[int, int]], int]:
 
 def split_frames(frames: Sequence[tuple[str, int]]) -> tuple[str | None, str | None]:
     """From a stack, newest frame first: the allocation line (``site``) and, when that line
-    is in a library, the first frame in the user's code (``user``). A stack that passes
-    through the agent is the agent's own allocation: ``(its line, None)``."""
+    is in a library, the first frame in the user's code (``user``). A stack whose innermost
+    frame outside the stdlib is the agent's is the agent's own allocation: ``(its line,
+    None)``."""
     if not frames:
         return None, None
+    # The innermost frame outside the stdlib says who allocated: the agent when it is
+    # heapwatch's (its own code, or the stdlib called by it), the user's code otherwise,
+    # even when heapwatch is further out on the stack (leakcheck calls the test body).
     for filename, lineno in frames:
         if is_own(filename):
             return site_label(filename, lineno), None
+        if not is_stdlib(filename):
+            break
     site = site_label(*frames[0])
     if not is_library(frames[0][0]):
         return site, None
-    user = next((f for f in frames if not is_library(f[0])), None)
+    user = next((f for f in frames if not is_library(f[0]) and not is_own(f[0])), None)
     if user is None:  # all library: the first frame outside the stdlib, if any
         user = next((f for f in frames[1:] if not is_stdlib(f[0])), None)
     return site, (site_label(*user) if user is not None else None)
@@ -262,8 +268,8 @@ def sampled_sites(top: int) -> tuple[dict[str, tuple[int, int]], int, dict[str, 
     try:
         for frames, blocks, nbytes, _n in rows:
             site, _user = split_frames(frames)
-            if site is None or any(is_own(f[0]) for f in frames):
-                continue
+            if site is None or is_own(site.rpartition(":")[0]):
+                continue  # the agent's own allocation (see split_frames)
             total += nbytes
             entry = by_site.get(site)
             if entry is None:

@@ -18,6 +18,7 @@ from heapwatch.analysis.series import Series
 from heapwatch.analysis.tree import tree_series
 from heapwatch.analysis.trend import theil_sen, warmup_cut
 from heapwatch.errors import UsageError
+from heapwatch.units import SIZE_UNITS
 
 # name -> (process figure, kind, unit)
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -30,8 +31,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "fds-max": ("fds", "max", "count"),
     "threads-max": ("threads", "max", "count"),
 }
-_SIZE = {"": 1, "B": 1, "KB": 1024, "K": 1024, "MB": 1024**2, "M": 1024**2, "GB": 1024**3,
-         "G": 1024**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+_SIZE = SIZE_UNITS
 _VALUE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*(?:/\s*(h|hour|m|min|s))?\s*$")
 _PER = {"h": 1.0, "hour": 1.0, "m": 60.0, "min": 60.0, "s": 3600.0}
 

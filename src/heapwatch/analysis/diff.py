@@ -34,6 +34,7 @@ class Diff:
     before_label: str
     after_label: str
     rows: list[DiffRow]
+    unchanged: int = 0  # rows left out because their value did not change
 
 
 def pick(a: Analysis, spec: str | None, end: bool) -> tuple[Snapshot, str]:
@@ -64,7 +65,9 @@ def pick(a: Analysis, spec: str | None, end: bool) -> tuple[Snapshot, str]:
 
 
 def diff(a: Analysis, start: str | None, end: str | None, by: str = "container",
-         top: int = 20) -> Diff:
+         top: int = 20, changed_only: bool = True) -> Diff:
+    """Rows of what changed most, largest growth first; ``changed_only`` leaves out the rows
+    whose value did not change (``Diff.unchanged`` counts them)."""
     if by not in BY:
         raise UsageError(f"--by must be one of {', '.join(BY)}, not {by!r}")
     before, bl = pick(a, start, end=False)
@@ -88,5 +91,8 @@ def diff(a: Analysis, start: str | None, end: str | None, by: str = "container",
         rows = [DiffRow(short_site(k, cwd) or k, before.sites.get(k, (0, 0))[1],
                         after.sites.get(k, (0, 0))[1])
                 for k in before.sites.keys() | after.sites.keys()]
+    unchanged = sum(1 for r in rows if r.delta == 0)
+    if changed_only:
+        rows = [r for r in rows if r.delta != 0]
     rows.sort(key=DiffRow._sort_key)
-    return Diff(by, unit, before, after, bl, al, rows[:top])
+    return Diff(by, unit, before, after, bl, al, rows[:top], unchanged if changed_only else 0)

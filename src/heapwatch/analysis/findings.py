@@ -244,7 +244,8 @@ def analyze(run: RunData, params: AnalysisParams | None = None) -> Analysis:
         run={
             "command": meta_run.get("command", []),
             "pid": pid,
-            "python": (agent_meta or {}).get("python") or meta_run.get("python", ""),
+            # the target's Python, known only from its agent (heapwatch's own is not it)
+            "python": (agent_meta or {}).get("python") or None,
             "started": meta_run.get("started") or (agent_meta or {}).get("started", ""),
             "duration_s": round(duration, 3),
             "snapshots": n,

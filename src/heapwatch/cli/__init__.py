@@ -66,8 +66,25 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+_RUNS_A_COMMAND = ("run", "soak")
+
+
 def main(argv: list[str] | None = None) -> Any:
+    """Every error is one line on stderr (``heapwatch: error: ...``) and a non-zero exit."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return cli.main(args=argv, prog_name="heapwatch", standalone_mode=True)
+        return cli.main(args=args, prog_name="heapwatch", standalone_mode=False)
     except HeapwatchError as exc:
         fail(str(exc), exc.exit_code)
+    except click.exceptions.NoSuchOption as exc:
+        hint = ""
+        if args and args[0] in _RUNS_A_COMMAND and "--" not in args:
+            hint = (f" (if it is an option of the command, put the command after --: "
+                    f"heapwatch {args[0]} [OPTIONS] -- python -u app.py)")
+        fail(exc.format_message() + hint, exc.exit_code)
+    except click.ClickException as exc:
+        fail(exc.format_message().replace("\n", " "), exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("heapwatch: interrupted", err=True)
+        sys.exit(130)
+    return None

@@ -14,12 +14,12 @@ main thread runs Python code, a new thread when it waits in a system call). It t
 snapshot every --interval until --duration passes, Ctrl-C, 'heapwatch stop PID' or the
 process exits; then the agent stops (final snapshot, its thread ends, tracemalloc is
 stopped if it started it, the sampling allocator hook of --trace sample is removed, or
-left as a pass-through when another hook was installed after it), report.json and
-report.md are written to --out, and the process keeps running. --trace sample needs
-heapwatch's C extension built for the target's Python; without it the agent runs auto.
-Each attach is logged (time, pid, method, user) in the run's metadata. Needs Linux,
-Python 3.10+ in the target, the same user (as root, --force to cross users) and, below
-3.14, lldb (apt-get install -y lldb).
+left as a pass-through when another hook was installed after it), report.html (open it
+first), report.md and report.json are written to --out, and the process keeps running.
+--trace sample needs heapwatch's C extension built for the target's Python; without it
+the agent runs auto. Each attach is logged (time, pid, method, user) in the run's
+metadata. Needs Linux, Python 3.10+ in the target, the same user (as root, --force to
+cross users) and, below 3.14, lldb (apt-get install -y lldb).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@
 
 --from/--to take a snapshot number or a phase name (its first snapshot for --from,
 its last for --to). --by container (default), type or site (needs traced snapshots).
+Rows that did not change are left out; --all shows them.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import click
 @click.option("--by", type=click.Choice(["container", "type", "site"]), default="container",
               show_default=True)
 @click.option("--top", type=click.IntRange(1, 10_000), default=20, show_default=True)
-def command(run_dir: str, start: str | None, end: str | None, by: str, top: int) -> None:
+@click.option("--all", "all_rows", is_flag=True, help="Also show rows that did not change.")
+def command(run_dir: str, start: str | None, end: str | None, by: str, top: int,
+            all_rows: bool) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.analysis.diff import diff
 
-    d = diff(analyze_run(run_dir), start, end, by, top)
+    d = diff(analyze_run(run_dir), start, end, by, top, changed_only=not all_rows)
     dt = d.after.t - d.before.t
     click.echo(f"{by} diff {d.before_label} -> {d.after_label} ({dt:.1f}s apart), in {d.unit}")
     width = max([len(r.name) for r in d.rows] + [len(by)])
@@ -35,4 +38,7 @@ def command(run_dir: str, start: str | None, end: str | None, by: str, top: int)
         name = r.name if len(r.name) <= width else "…" + r.name[-(width - 1):]
         click.echo(f"{name:<{width}}  {r.before:>10,}  {r.after:>10,}  {r.delta:>+10,}")
     if not d.rows:
-        click.echo("(nothing to compare)")
+        click.echo("(nothing changed)" if d.unchanged else "(nothing to compare)")
+    if d.unchanged:
+        click.echo(f"({d.unchanged} unchanged row{'s' if d.unchanged != 1 else ''} hidden; "
+                   f"--all shows them)")

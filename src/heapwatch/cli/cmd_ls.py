@@ -1,4 +1,9 @@
-"""List the runs in a directory (default: reports/) with their verdicts and sizes."""
+"""List the runs in a directory (default: reports/) with their verdicts and sizes.
+
+\b
+  heapwatch ls                 the runs under reports/
+  heapwatch ls reports/svc-1   one run directory
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,12 @@ def command(directory: str) -> None:
     if not os.path.isdir(directory):
         raise UsageError(f"{directory} is not a directory")
     rows = []
-    for name in sorted(os.listdir(directory)):
+    if os.path.exists(os.path.join(directory, STORE_NAME)):  # a run directory itself
+        directory, only = os.path.split(os.path.abspath(directory))
+        names = [only]
+    else:
+        names = sorted(os.listdir(directory))
+    for name in names:
         store = os.path.join(directory, name, STORE_NAME)
         if not os.path.exists(store):
             continue
@@ -31,7 +41,7 @@ def command(directory: str) -> None:
             verdict = rep.get("verdict", "?")
             findings = str(len(rep.get("findings", [])))
             duration = f"{rep['run'].get('duration_s', 0):.0f}s"
-            command_ = " ".join(rep["run"].get("command") or [])
+            command_ = short_command(rep["run"].get("command") or [])
         except (OSError, ValueError, KeyError):
             pass
         rows.append((name, verdict, findings, duration, f"{size / 1048576:.1f}M", command_))
@@ -41,4 +51,17 @@ def command(directory: str) -> None:
         return
     click.echo(f"{'run':<40} {'verdict':<13} {'findings':>8} {'length':>7} {'size':>7}  command")
     for name, verdict, n, dur, mib, cmd in rows:
-        click.echo(f"{name:<40} {verdict:<13} {n:>8} {dur:>7} {mib:>7}  {cmd[:60]}")
+        click.echo(f"{name:<40} {verdict:<13} {n:>8} {dur:>7} {mib:>7}  {cmd}")
+
+
+def short_command(cmd: list[str], width: int = 60) -> str:
+    """The command with paths shortened to their last part, cut between words (never in
+    the middle of a path) with a trailing … when it is still too long."""
+    words = [os.path.basename(w) if os.sep in w and not w.startswith("-") else w for w in cmd]
+    out = ""
+    for w in words:
+        nxt = f"{out} {w}" if out else w
+        if len(nxt) > width:
+            return (out + " …") if out else w
+        out = nxt
+    return out

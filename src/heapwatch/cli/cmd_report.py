@@ -24,14 +24,33 @@ import click
 def command(run_dir: str, formats: str, out: str | None, open_: bool, limit: str | None
             ) -> None:
     from heapwatch.analysis import analyze_run
-    from heapwatch.analysis.budgets import parse_budget
     from heapwatch.cli.options import finish
+    from heapwatch.errors import UsageError
+    from heapwatch.units import parse_bytes
 
-    limit_bytes = int(parse_budget(f"rss-max={limit}").limit) if limit else None
+    try:
+        limit_bytes = int(parse_bytes(limit)) if limit else None
+    except (UsageError, ValueError):
+        raise UsageError(f"--limit takes a size such as 512MB or 2GB, not {limit!r}") from None
     analysis = analyze_run(run_dir)
     paths = finish(analysis, out, tuple(f.strip() for f in formats.split(",") if f.strip()),
                    memory_limit=limit_bytes, err=False)
-    if open_ and "html" in paths:
-        import webbrowser
+    if open_:
+        _open(paths)
 
-        webbrowser.open("file://" + os.path.abspath(paths["html"]))
+
+def _open(paths: dict[str, str]) -> None:
+    """Open report.html in a browser, or say in one line why nothing opened."""
+    import webbrowser
+
+    if "html" not in paths:
+        click.echo("heapwatch: --open needs the html format (add it to --format)", err=True)
+        return
+    url = "file://" + os.path.abspath(paths["html"])
+    try:
+        opened = webbrowser.open(url)
+    except webbrowser.Error:
+        opened = False
+    if not opened:
+        click.echo(f"heapwatch: no browser to open here: open {paths['html']} yourself",
+                   err=True)

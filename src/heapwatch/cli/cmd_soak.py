@@ -25,12 +25,20 @@ import sys
 
 import click
 
-from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, trace_options
+from heapwatch.cli.options import (
+    DURATION,
+    INTERVAL_HELP,
+    SNAPSHOTS_HELP,
+    children_option,
+    trace_options,
+)
 
 
 @click.command("soak", help=__doc__)
 @click.option("--interval", type=DURATION, default=None, help=INTERVAL_HELP)
 @click.option("--duration", type=DURATION, default=None)
+@click.option("--snapshots", type=click.IntRange(2, 10_000_000), default=None,
+              help=SNAPSHOTS_HELP)
 @click.option("--out", type=click.Path(file_okay=False), default=None)
 @trace_options
 @click.option("--phase", "phases", multiple=True, metavar="NAME=DURATION[:CMD]")
@@ -47,8 +55,9 @@ from heapwatch.cli.options import DURATION, INTERVAL_HELP, children_option, trac
                    "module].")
 @children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
-def command(interval: float | None, duration: float | None, out: str | None, trace: str,
-            trace_depth: int | None, phases: tuple[str, ...], fail_on: str,
+def command(interval: float | None, duration: float | None, snapshots: int | None,
+            out: str | None, trace: str, trace_depth: int | None, phases: tuple[str, ...],
+            fail_on: str,
             budgets: tuple[str, ...], min_window: float, ignores: tuple[str, ...],
             junit: str | None, history_path: str | None, service: str | None, children: str,
             cmd: tuple[str, ...]) -> None:
@@ -69,7 +78,7 @@ def command(interval: float | None, duration: float | None, out: str | None, tra
     if history_path and history.is_url(history_path):
         history.open_history(history_path).close()  # reachable before a long soak starts
     result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases,
-                              children)
+                              children, snapshots=snapshots)
     outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window,
                          service)
     finish(analysis)

@@ -45,6 +45,11 @@ def trace_options(f: Any) -> Any:
     return click.option("--trace", type=click.Choice(TRACE_MODES), default=DEFAULT_TRACE,
                         show_default=True, help=TRACE_HELP)(f)
 
+
+SNAPSHOTS_HELP = ("Stop after this many snapshots: a count, not a clock (on a busy machine the "
+                  "agent stretches its interval, and a --duration may end with too few to "
+                  "judge). With --duration too, whichever comes first.")
+
 CHILDREN_HELP = ("Which child processes get an agent of their own: all (forked and exec'd "
                  "Python children), fork (forked ones only) or none; the others are "
                  "recorded from outside (RSS, fds, threads).")
@@ -142,16 +147,51 @@ def following(run_dir: str, interval: float, metrics: str | None, retain: str | 
 def execute(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
             children: str = "all", show_names: bool = False, metrics: str | None = None,
-            retain: str | None = None) -> int:
+            retain: str | None = None, snapshots: int | None = None) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
-    return the exit code for heapwatch."""
+    return the exit code for heapwatch. A second Ctrl-C leaves the run as it is: every
+    snapshot taken is in its store, and ``heapwatch report`` writes the reports."""
     from heapwatch import launch
 
-    result, analysis = record(cmd, out, interval, duration, trace, trace_depth, phase_specs,
-                              children, show_names, metrics, retain)
-    finish(analysis)
+    holder: dict[str, str] = {}
+    try:
+        result, analysis = record(cmd, out, interval, duration, trace, trace_depth,
+                                  phase_specs, children, show_names, metrics, retain, holder,
+                                  snapshots)
+        finish(analysis)
+    except KeyboardInterrupt:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third Ctrl-C must not cut this short
+        where = holder.get("run_dir", out or "the run directory")
+        click.echo(f"\nheapwatch: interrupted again: {where} keeps every snapshot taken; "
+                   f"`heapwatch report {where}` writes its reports", err=True)
+        return 130
     ended_early(result)
     return launch.exit_status(result)
+
+
+def run_name(cmd: list[str]) -> str:
+    """What a run directory is named after: the script (``app`` for ``python app.py``), the
+    module (``python -m mysvc``), else the program (``sleep``), never an argument."""
+    import os
+
+    if not cmd:
+        return "run"
+    prog = os.path.basename(cmd[0])
+    if prog.startswith(("python", "pypy")):
+        args = iter(cmd[1:])
+        for arg in args:
+            if arg == "-m":
+                return next(args, prog).split(".")[-1] or prog
+            if arg == "-c":
+                return prog
+            if arg in ("-W", "-X", "-Q"):
+                next(args, None)
+                continue
+            if not arg.startswith("-"):
+                return os.path.splitext(os.path.basename(arg))[0] or prog
+    return os.path.splitext(prog)[0] or "run"
 
 
 def ended_early(result: Any) -> None:
@@ -188,7 +228,7 @@ def finish(analysis: Any, directory: str | None = None, formats: tuple[str, ...]
         raise
     finally:
         if paths:
-            for line in summary_lines(analysis, paths.get("json") or next(iter(paths.values()))):
+            for line in summary_lines(analysis, paths):
                 click.echo(line, err=err)
     return paths
 
@@ -196,9 +236,9 @@ def finish(analysis: Any, directory: str | None = None, formats: tuple[str, ...]
 def record(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
            children: str = "all", show_names: bool = False, metrics: str | None = None,
-           retain: str | None = None) -> tuple[Any, Any]:
+           retain: str | None = None, holder: dict[str, str] | None = None,
+           snapshots: int | None = None) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
-    import os
 
     from heapwatch import launch
     from heapwatch.analysis import analyze_run
@@ -209,8 +249,9 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
     from heapwatch.schedule import parse_phase
 
     phases = [parse_phase(p) for p in phase_specs]
-    if phases and duration is not None:
-        raise UsageError("use either --duration or --phase: a schedule ends after its last phase")
+    if phases and (duration is not None or snapshots is not None):
+        raise UsageError("use either --duration/--snapshots or --phase: a schedule ends after "
+                         "its last phase")
     launch.check_command(cmd)
     for ph in phases:
         if ph.command:
@@ -226,26 +267,56 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
         trace_depth = default_trace_depth(trace)
     from heapwatch import redact
 
-    # the run's name must not carry a password given as the last argument
-    last = redact.argv(cmd)[-1] if cmd else "run"
-    stem = "run" if redact.HIDDEN in last else os.path.splitext(os.path.basename(last))[0]
+    # the run's name must not carry a password given in the command
+    stem = run_name(redact.argv(cmd))
+    if redact.HIDDEN in stem:
+        stem = "run"
     run_dir = prepare_run_dir(out or default_run_dir(stem))
+    if holder is not None:
+        holder["run_dir"] = run_dir
     tty = sys.stderr.isatty()
 
     def status(line: str) -> None:
         click.echo(f"\r\x1b[2K[heapwatch] {line}", err=True, nl=False)
+
+    plain = PlainProgress()
 
     def notice(line: str) -> None:
         click.echo(f"heapwatch: {line}", err=True)
 
     with following(run_dir, interval, metrics, retain):
         click.echo(f"heapwatch: recording to {run_dir} every {format_duration(interval)}"
-                   + (f" for {format_duration(duration)}" if duration else ""), err=True)
+                   + (f" for {format_duration(duration)}" if duration else "")
+                   + (f" up to {snapshots} snapshots" if snapshots else ""), err=True)
         result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
-                            status=status if tty else None, notice=notice, phases=phases,
-                            children=children, show_names=show_names)
+                            status=status if tty else plain, notice=notice, phases=phases,
+                            children=children, show_names=show_names,
+                            max_snapshots=snapshots)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     for line in result.store_errors:
         click.echo(f"heapwatch: warning: {line}", err=True)
     return result, analyze_run(run_dir)
+
+
+class PlainProgress:
+    """Progress for a log (stderr is not a terminal): one line every ``every`` snapshots or
+    ``seconds``, whichever comes first, so a CI log shows life without a line a second."""
+
+    def __init__(self, every: int = 10, seconds: float = 30.0) -> None:
+        import time
+
+        self.every, self.seconds = every, seconds
+        self._clock = time.monotonic
+        self.last_n = 0
+        self.last_t = self._clock()
+
+    def __call__(self, line: str) -> None:
+        import re
+
+        m = re.search(r"snapshots (\d+)", line)
+        n = int(m.group(1)) if m else 0
+        now = self._clock()
+        if n - self.last_n >= self.every or (n > self.last_n and now - self.last_t >= self.seconds):
+            self.last_n, self.last_t = n, now
+            click.echo(f"heapwatch: {' '.join(line.split())}", err=True)

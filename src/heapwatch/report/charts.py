@@ -10,6 +10,7 @@ in a notebook, say) leaves their own plotting alone.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import warnings
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from heapwatch.analysis import Analysis, finding_points
+from heapwatch.analysis.trend import warmup_cut
 from heapwatch.errors import HeapwatchError
 from heapwatch.model import Finding
 from heapwatch.rundir import private_subdir, remove_own, write_file
@@ -129,8 +131,38 @@ def phase_color(name: str, index: int) -> str:
     return PHASE_COLORS.get(base) or OTHER_PHASE_COLORS[index % len(OTHER_PHASE_COLORS)]
 
 
+# Guessed phases (no marks) mean something only on a run this long: on a short one the
+# "peak" window overlaps "load" and a per-phase slope extrapolates seconds to hours.
+GUESS_MIN_SNAPSHOTS = 20
+GUESS_MIN_SECONDS = 60.0
+# A per-phase RSS slope is shown per hour only for phases at least this long.
+RATE_MIN_SECONDS = 60.0
+
+
+def phases_shown(analysis: Analysis) -> tuple[str, str]:
+    """("marked" | "guessed" | "none", a sentence saying why) for the report's phases."""
+    if not analysis.phases_derived:
+        return "marked", "From the phase marks the run recorded; each phase runs until the next mark."
+    n = int(analysis.run.get("snapshots") or 0)
+    span = float(analysis.run.get("duration_s") or 0.0)
+    if analysis.agent.get("checked_in") is False:
+        return "none", "No phases: only process figures were recorded."
+    if n < GUESS_MIN_SNAPSHOTS or span < GUESS_MIN_SECONDS:
+        return "none", (f"No phases: the run has no phase marks, and {n} snapshot"
+                        f"{'' if n == 1 else 's'} over {span:.0f} s are too few to guess them "
+                        f"(at least {GUESS_MIN_SNAPSHOTS} over {GUESS_MIN_SECONDS:.0f} s). Mark "
+                        "them with --phase or `heapwatch mark`.")
+    return "guessed", ("Guessed from the series (no phase marks were recorded): warm-up is the "
+                       "part the trend analysis excludes, baseline the next fifth, load the "
+                       "rest; peak is the window around the highest RSS, inside load; after "
+                       "(when present) is where memory fell back.")
+
+
 def ordered_phases(analysis: Analysis) -> list[tuple[str, dict[str, Any]]]:
-    """Phases with figures, in time order (``peak`` overlaps ``load``: it sorts after)."""
+    """Phases with figures, in time order (``peak`` overlaps ``load``: it sorts after);
+    none when guessed phases would mean nothing (:func:`phases_shown`)."""
+    if phases_shown(analysis)[0] == "none":
+        return []
     got = [(n, p) for n, p in analysis.phases.items() if p]
     return sorted(got, key=lambda kv: (kv[1]["start_s"], kv[1]["end_s"]))
 
@@ -183,7 +215,12 @@ def memory_chart(analysis: Analysis) -> bytes:
         xs = ser.xs
         rss = [s.process.rss / MIB for s in ser.snapshots]
         _draw_phases(ax, analysis, xs)
-        ax.plot(xs, rss, color=RSS_COLOR, linewidth=1.8, label="RSS", zorder=3)
+        # markers too: a short run (or a non-Python one, sampled from outside) has few points
+        ax.plot(xs, rss, color=RSS_COLOR, linewidth=1.8, label="RSS", zorder=3,
+                marker="o" if len(xs) <= 30 else None, markersize=4)
+        if len(xs) == 1:
+            ax.annotate(f"{rss[0]:.1f} MiB (one snapshot)", (xs[0], rss[0]),
+                        textcoords="offset points", xytext=(8, 8), color=INK)
         # In ``auto`` mode tracemalloc only runs in windows and then counts what was allocated
         # since the window opened: that is no heap size, so it is drawn only for ``on`` (and
         # ``sample``: the sampler's estimate of the live Python heap, always on).
@@ -246,8 +283,17 @@ def growth_panels(analysis: Analysis, top: int = 6) -> list[Panel]:
             panels.append(Panel(f"{f.id} {_what(f)}", xs, ys, f.growth.unit, f.fit))
             if f.kind == "container" and f.series_key:
                 shown.add(f.series_key)
-    grown = sorted(((ys[-1] - ys[0], key) for key, (xs, ys) in ser.containers.items()
-                    if key not in shown and len(xs) >= 2 and ys[-1] > ys[0]), reverse=True)
+    grown: list[tuple[float, str]] = []
+    for key, (xs, ys) in ser.containers.items():
+        if key in shown or len(xs) < 3:
+            continue
+        # what grew during the run: after warm-up, and in more than one step (a dict that
+        # jumped once at import is not what a reader is looking for)
+        cut = min(warmup_cut(len(xs)), len(xs) - 2)
+        rises = sum(1 for a, b in itertools.pairwise(ys[cut:]) if b > a)
+        if ys[-1] > ys[cut] and rises >= 2:
+            grown.append((ys[-1] - ys[cut], key))
+    grown.sort(reverse=True)
     for _, key in grown[: max(0, top - len(panels))]:
         xs, ys = ser.containers[key]
         path = ser.container_paths.get(key)
@@ -360,27 +406,32 @@ def process_chart(analysis: Analysis) -> bytes:
 
 
 def phase_bars(analysis: Analysis) -> bytes:
-    """RSS median, p95 and max per phase, in time order, values on the bars."""
+    """RSS median, p95 and max per phase, in time order, values on the bars. The axis starts
+    near the smallest value (said on the chart): from 0, bars of 180 and 184 MiB look
+    the same."""
     phases = ordered_phases(analysis)
     with _figure(*WIDE) as fig:
         ax = fig.add_subplot()
         if not phases:
-            _message(ax, "no phases")
+            _message(ax, phases_shown(analysis)[1] if analysis.phases else "no phases")
             return _png(fig)
         width = 0.26
-        top = 0.0
+        vals_all = [p[k] / MIB for _, p in phases for k in ("rss_median", "rss_p95", "rss_max")]
+        lo, hi = min(vals_all), max(vals_all)
+        pad = max((hi - lo) * 0.25, hi * 0.01, 0.1)
+        base = max(0.0, lo - pad)
         for j, (key, label) in enumerate((("rss_median", "median"), ("rss_p95", "p95"),
                                           ("rss_max", "max"))):
             pos = [i + (j - 1) * width for i in range(len(phases))]
             vals = [p[key] / MIB for _, p in phases]
-            top = max(top, *vals)
-            bars = ax.bar(pos, vals, width=width * 0.95, color=BAR_COLORS[j], label=f"RSS {label}",
-                          zorder=2)
-            ax.bar_label(bars, fmt="%.1f", fontsize=7, color=INK, padding=2)
+            bars = ax.bar(pos, [v - base for v in vals], bottom=base, width=width * 0.95,
+                          color=BAR_COLORS[j], label=f"RSS {label}", zorder=2)
+            ax.bar_label(bars, labels=[f"{v:.1f}" for v in vals], fontsize=7, color=INK,
+                         padding=2)
         ax.set_xticks(range(len(phases)), [n for n, _ in phases])
-        ax.set_ylim(0, top * 1.15 if top > 0 else 1)
+        ax.set_ylim(base, hi + pad)
         ax.grid(axis="x", visible=False)
-        ax.set_ylabel("RSS (MiB)")
+        ax.set_ylabel("RSS (MiB)" + (f", axis from {base:.1f}" if base > 0 else ""))
         ax.legend(loc="upper left", ncols=3)
         return _png(fig)
 

@@ -34,7 +34,7 @@ from heapwatch.analysis.projection import (
     projection,
 )
 from heapwatch.model import REPORT_SCHEMA, Finding
-from heapwatch.report import charts
+from heapwatch.report import charts, holders, summary
 from heapwatch.report.summary import core_text
 from heapwatch.rundir import write_file
 from heapwatch.units import fmt_bytes
@@ -178,7 +178,7 @@ def _banner(a: Analysis, proj: Projection | None) -> str:
         f'<header class="verdict {_e(cls)}" id="verdict">',
         '<div class="kicker">heapwatch verdict</div>',
         f"<h1>{_e(_VERDICT_TEXT.get(a.verdict, a.verdict))}</h1>",
-        f'<p class="reason">{_prose(a.verdict_reason)}</p>',
+        f'<p class="reason">{_prose(summary.reason(a))}</p>',
         f'<p class="meta">{_e(" · ".join(facts))} · {_code(_command(a))}</p>',
     ]
     if proj is not None and a.verdict == "leak":
@@ -222,17 +222,32 @@ def _finding(a: Analysis, f: Finding, pngs: Mapping[str, bytes]) -> str:
               *([_code(i["alloc_site"]) if i.get("alloc_site") else "–"] if inside else []),
               _e(i.get("sampled", ""))] for i in f.items),
             cls="items", numeric=[3 if inside else 2]))
+    links = holders.chain(f)
+    if links:
+        parts.append("<h4>Who holds it</h4>")
+        picture = holders.svg(links)
+        parts.append(f'<div class="holders">{picture}</div>' if picture else
+                     f'<pre class="holders">{_e(holders.as_text(links))}</pre>')
     parts.append(_img(pngs.get(f.id) or charts.finding_chart(a, f),
                       f"{f.id}: the series it was judged on, with its trend line"))
     parts.append("</article>")
     return "\n".join(parts)
 
 
+def nothing_grew(a: Analysis) -> str:
+    """What an empty findings list means for this run."""
+    if a.agent.get("checked_in") is False:
+        return ("Only process figures were recorded (RSS, fds, threads): the Python heap was "
+                "not watched, so this run cannot say whether it leaks; among the process "
+                "figures, nothing grew without bound.")
+    return ("Nothing grew without bound: no container, type, allocation site or process "
+            "figure.")
+
+
 def _findings(a: Analysis, pngs: Mapping[str, bytes]) -> str:
     out = ['<section id="findings">', f"<h2>Findings ({len(a.findings)})</h2>"]
     if not a.findings:
-        out.append('<p class="empty">Nothing grew without bound: no container, type, '
-                   "allocation site or process figure.</p>")
+        out.append(f'<p class="empty">{_e(nothing_grew(a))}</p>')
     out.append("</section>")
     out += [_finding(a, f, pngs) for f in a.findings]
     return "\n".join(out)
@@ -262,14 +277,14 @@ def _comparison_value(key: str, value: Any) -> str:
 
 def _phases(a: Analysis, pngs: Mapping[str, bytes]) -> str:
     phases = charts.ordered_phases(a)
-    title = "Phases (derived)" if a.phases_derived else "Phases (marked)"
+    kind, why = charts.phases_shown(a)
+    title = {"marked": "Phases (marked)", "guessed": "Phases (guessed)"}.get(kind, "Phases")
     out = ['<section id="phases">', f"<h2>{title}</h2>"]
     if not phases:
-        out += ["<p>No phases: no snapshots were recorded.</p>", "</section>"]
+        out += [f"<p>{_prose(why) if a.phases else 'No phases: no snapshots were recorded.'}"
+                "</p>", "</section>"]
         return "\n".join(out)
-    out.append(f'<p class="note">{_e(_DERIVED)}</p>' if a.phases_derived else
-               '<p class="note">From the phase marks the run recorded; each phase runs until '
-               "the next mark.</p>")
+    out.append(f'<p class="note">{_prose(why)}</p>')
     marked = any("marked_at_s" in p for _, p in phases)
     head = ["phase", *(["marked at"] if marked else []), "from–to (s)", "snapshots",
             "RSS median", "p95", "max", "RSS trend", "objects", "gc 0/1/2", "fds", "threads"]
@@ -277,7 +292,10 @@ def _phases(a: Analysis, pngs: Mapping[str, bytes]) -> str:
     for name, p in phases:
         trend = (fmt_rate(p["rss_growth_per_hour"], "bytes")
                  if p.get("snapshots", 0) >= MIN_TREND_SNAPSHOTS
+                 and p["end_s"] - p["start_s"] >= charts.RATE_MIN_SECONDS
                  and isinstance(p.get("rss_growth_per_hour"), (int, float)) else "–")
+        if kind == "guessed" and name == "peak":
+            name = "peak (inside load)"
         gc = p.get("gc_collections") or []
         rows.append([
             f"<strong>{_e(name)}</strong>",
@@ -293,11 +311,13 @@ def _phases(a: Analysis, pngs: Mapping[str, bytes]) -> str:
     first_num = 2 if marked else 1
     out.append(_table(head, rows, cls="phases", numeric=range(first_num, len(head))))
     out.append(f'<p class="note">RSS trend: Theil–Sen slope within the phase, shown for phases '
-               f"of {MIN_TREND_SNAPSHOTS} snapshots or more. Objects: median of gc-tracked "
+               f"of {MIN_TREND_SNAPSHOTS} snapshots and {charts.RATE_MIN_SECONDS:.0f} s or "
+               "more (a rate per hour from a few seconds says nothing). Objects: median of "
+               "gc-tracked "
                "objects; gc 0/1/2: collections per generation.</p>")
     out.append(_img(pngs.get("phases") or charts.phase_bars(a),
                     "RSS median, p95 and max per phase"))
-    if a.phase_comparison:
+    if a.phase_comparison and any(n.startswith("after") for n, _ in phases):
         out.append("<h3>Does memory come back after load?</h3>")
         out.append('<p class="note">Differences of the phases\' RSS medians.</p>')
         out.append(_facts((_COMPARISON.get(k, k), _e(_comparison_value(k, v)))
@@ -311,7 +331,11 @@ def _memory(a: Analysis, proj: Projection | None, pngs: Mapping[str, bytes]) -> 
     ticks = ("Ticks along the bottom mark the snapshots; amber ones were taken with "
              f"tracemalloc on ({share:.0%} of them)." if a.trace.get("mode") != "sample" else
              "Ticks along the bottom mark the snapshots (allocation sites sampled at each).")
-    if a.trace.get("mode") == "on":
+    if a.agent.get("checked_in") is False:
+        ticks = "Ticks along the bottom mark the snapshots."
+        heap = ("RSS was read from outside the process (no agent ran in it), so there is no "
+                "Python heap to draw.")
+    elif a.trace.get("mode") == "on":
         heap = "The traced Python heap is what tracemalloc counted as live."
     elif a.trace.get("mode") == "sample":
         heap = ("The sampled Python heap is the sampler's estimate of the live memory the "
@@ -350,8 +374,8 @@ def _growth(a: Analysis, pngs: Mapping[str, bytes]) -> str:
         out.append("<p>No container or finding series were recorded.</p>")
     else:
         out.append('<p class="note">The findings\' series first (red: their trend line), then '
-                   "the containers that grew most from their first to their last snapshot."
-                   "</p>")
+                   "the containers that grew most during the run: after warm-up, in more "
+                   "than one step (not what filled once at import).</p>")
         out.append(_img(pngs.get("growth") or charts.growth_multiples(a),
                         "small multiples of the growing series"))
     out.append("</section>")
@@ -386,7 +410,8 @@ def _run(a: Analysis) -> str:
     rows = [
         ("command", _code(_command(a))),
         ("pid", _e(r.get("pid", "–"))),
-        ("Python", _e(r.get("python") or "–")),
+        ("Python", _e(r.get("python") or ("– (the agent never ran in the target)"
+                                          if a.agent.get("checked_in") is False else "–"))),
         ("started", _e(r.get("started") or "–")),
         ("duration", _e(_seconds(r.get("duration_s")))),
         ("snapshots", _e(_opt_count(r.get("snapshots")))),
@@ -472,6 +497,9 @@ code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:
  background:#f0f4f8;padding:1px 5px;border-radius:4px;overflow-wrap:anywhere}
 ul{margin:.2em 0;padding-left:1.3em}
 img.chart{display:block;max-width:100%;height:auto;margin:14px auto 4px}
+.holders{overflow-x:auto;margin:6px 0}.holders svg{max-width:100%;height:auto}
+pre.holders{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+ background:#f0f4f8;padding:8px 12px;border-radius:6px}
 footer{color:var(--muted);font-size:12px;margin-top:20px;text-align:center}
 @media print{body{background:#fff}section,article{break-inside:avoid}}
 """

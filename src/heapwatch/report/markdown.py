@@ -6,7 +6,10 @@ from collections.abc import Mapping
 
 from heapwatch.analysis import Analysis
 from heapwatch.analysis.lifecycle import end_line
-from heapwatch.report.summary import core_text
+from heapwatch.report.charts import ordered_phases, phases_shown
+from heapwatch.report.holders import as_text, chain
+from heapwatch.report.html import nothing_grew
+from heapwatch.report.summary import core_text, reason
 
 
 def _cell(text: object) -> str:
@@ -54,12 +57,13 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
     out = [
         "# heapwatch report",
         "",
-        f"**Verdict: {a.verdict}** — {_cell(a.verdict_reason)}",
+        f"**Verdict: {a.verdict}** — {_cell(reason(a))}",
         "",
         f"- command: `{' '.join(r.get('command') or []) or '(in-process)'}`",
-        f"- pid {r.get('pid')}, Python {r.get('python') or '?'}, started {r.get('started')}",
-        f"- {r.get('snapshots')} snapshots over {r.get('duration_s')} s "
-        f"(interval {r.get('interval_s')} s)",
+        f"- pid {r.get('pid')}, Python {r.get('python') or '– (no agent in the target)'}, "
+        f"started {r.get('started')}",
+        f"- {r.get('snapshots')} snapshot{'' if r.get('snapshots') == 1 else 's'} over "
+        f"{r.get('duration_s')} s (interval {r.get('interval_s')} s)",
         f"- allocation sites: {a.trace.get('summary') or a.trace.get('mode')}",
     ]
     if a.agent.get("pause_median_s") is not None:
@@ -76,7 +80,7 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
     out += _chart(charts, "memory", "memory over the run")
     out += ["## Findings", ""]
     if not a.findings:
-        out.append("Nothing grew without bound.")
+        out.append(nothing_grew(a))
     for f in a.findings:
         out += [f"### {f.id} · {f.severity} · {_cell(f.title)}", ""]
         rows = [("kind", f.kind), ("path", f.path), ("type", f.type), ("site", f.site),
@@ -87,6 +91,9 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
         out += ["| | |", "|---|---|"]
         out += [f"| {k} | `{_cell(v)}` |" for k, v in rows if v]
         out += ["", _cell(f.evidence), ""]
+        links = chain(f)
+        if links:
+            out += ["Who holds it:", "", "```", as_text(links), "```", ""]
         out += _chart(charts, f.id, f"{f.id}: its series and trend")
         if f.items:
             out += ["| item type | allocated at | sampled |", "|---|---|---|"]
@@ -94,16 +101,21 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
                     for i in f.items]
             out.append("")
     out += _processes(a, charts)
-    out += ["## Phases" + (" (derived)" if a.phases_derived else ""), "",
-            "| phase | from (s) | to (s) | snapshots | RSS median | RSS max | objects |",
-            "|---|---|---|---|---|---|---|"]
-    for name, p in a.phases.items():
-        if p:
-            out.append(f"| {_cell(name)} | {p['start_s']} | {p['end_s']} | {p['snapshots']} | "
+    kind, why = phases_shown(a)
+    shown = ordered_phases(a)
+    out += ["## Phases" + {"marked": " (marked)", "guessed": " (guessed)"}.get(kind, ""), "",
+            _cell(why), ""]
+    if shown:
+        out += ["| phase | from (s) | to (s) | snapshots | RSS median | RSS max | objects |",
+                "|---|---|---|---|---|---|---|"]
+        for name, p in shown:
+            label = "peak (inside load)" if kind == "guessed" and name == "peak" else name
+            out.append(f"| {_cell(label)} | {p['start_s']} | {p['end_s']} | {p['snapshots']} | "
                        f"{_mb(p['rss_median'])} | {_mb(p['rss_max'])} | "
                        f"{p.get('objects_median') or '–'} |")
-    out.append("")
-    out += _chart(charts, "phases", "RSS per phase")
+        out.append("")
+    if shown:
+        out += _chart(charts, "phases", "RSS per phase")
     if "growth" in charts:
         out += ["## What grew", "", *_chart(charts, "growth", "the growing series")]
     return "\n".join(out)
