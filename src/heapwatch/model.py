@@ -50,6 +50,9 @@ class ProcessStat:
     tmp_files: int | None = None
     gc_garbage: int | None = None
     cpu_s: float | None = None  # the target's CPU time (the agent's own thread left out)
+    # bytes the target allocated through Python's allocators since sampling began (the
+    # agent's own left out): known only while the native sampler runs
+    alloc_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
     allocated_blocks INTEGER, gc_objects INTEGER, gc_collections TEXT,
     traced_current INTEGER, traced_peak INTEGER, tracemalloc_overhead INTEGER,
     errors TEXT, sockets INTEGER, tmp_files INTEGER, gc_garbage INTEGER, cpu_s REAL,
-    base_id INTEGER
+    base_id INTEGER, alloc_bytes INTEGER
 );
 CREATE TABLE IF NOT EXISTS type_counts (
     snapshot_id INTEGER NOT NULL, name_id INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -426,8 +426,8 @@ class Writer:
             "INSERT INTO snapshots (pid, seq, t, mono, reason, duration_s, phase, traced,"
             " source, rss, fds, threads, children, allocated_blocks, gc_objects,"
             " gc_collections, traced_current, traced_peak, tracemalloc_overhead, errors,"
-            " sockets, tmp_files, gc_garbage, cpu_s, base_id)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " sockets, tmp_files, gc_garbage, cpu_s, base_id, alloc_bytes)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 snap.pid, snap.seq, snap.t, snap.mono, storable(snap.reason), snap.duration_s,
                 None if snap.phase is None else storable(snap.phase), int(snap.traced),
@@ -435,7 +435,7 @@ class Writer:
                 p.children, p.allocated_blocks, p.gc_objects,
                 json.dumps(list(p.gc_collections)), p.traced_current, p.traced_peak,
                 p.tracemalloc_overhead, json.dumps(list(snap.errors)) if snap.errors else None,
-                p.sockets, p.tmp_files, p.gc_garbage, p.cpu_s, plan.base_id,
+                p.sockets, p.tmp_files, p.gc_garbage, p.cpu_s, plan.base_id, p.alloc_bytes,
             ),
         )
         sid = cur.lastrowid
@@ -617,6 +617,7 @@ class Writer:
 # Nullable columns added to the schema after version 2 was first written (a store of a
 # heapwatch from before them gets them when a writer opens it): (table, column, type).
 _ADDED_COLUMNS = (("snapshots", "cpu_s", "REAL"), ("snapshots", "base_id", "INTEGER"),
+                  ("snapshots", "alloc_bytes", "INTEGER"),
                   ("container_lens", "bound", "INTEGER"), ("item_samples", "inferred", "INTEGER"))
 
 
@@ -880,7 +881,7 @@ def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
         " traced:int, source:text, rss:int, fds:int?, threads:int?, children:int?,"
         " allocated_blocks:int?, gc_objects:int?, gc_collections:text?, traced_current:int?,"
         " traced_peak:int?, tracemalloc_overhead:int?, errors:text?, sockets:int?,"
-        " tmp_files:int?, gc_garbage:int?, cpu_s:num?, base_id:int?",
+        " tmp_files:int?, gc_garbage:int?, cpu_s:num?, base_id:int?, alloc_bytes:int?",
         "snapshots", "ORDER BY id",
     ):
         sid, base = row[0], row[25]
@@ -903,7 +904,7 @@ def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
             allocated_blocks=row[14], gc_objects=row[15],
             gc_collections=tuple(gc_collections), traced_current=row[17],
             traced_peak=row[18], tracemalloc_overhead=row[19], sockets=row[21],
-            tmp_files=row[22], gc_garbage=row[23], cpu_s=row[24],
+            tmp_files=row[22], gc_garbage=row[23], cpu_s=row[24], alloc_bytes=row[26],
         )
         snaps.append(
             Snapshot(

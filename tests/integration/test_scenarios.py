@@ -23,6 +23,21 @@ def test_there_are_scenarios() -> None:
     assert verdicts == {"leak", "no-leak"}
 
 
+def _diagnosis(out: str, rep: dict[str, Any]) -> str:
+    """What the analysis saw, for a verdict that is not the expected one: the report's notes
+    and the target's activity per interval, which decides an idle tail."""
+    from heapwatch.analysis import findings
+    from heapwatch.analysis.series import build, main_pid
+    from heapwatch.store import open_run
+
+    run = open_run(os.path.join(out, "run.sqlite"))
+    ser = build(run, main_pid(run))
+    xs, rates, unit = findings.activity(ser)
+    acts = " ".join(f"{x:.1f}:{r:.3g}" for x, r in zip(xs, rates, strict=True))
+    return (f"notes: {rep.get('notes')}\nidle tail: {findings.idle_tail(ser, run.marks)}\n"
+            f"activity ({unit} per s): {acts}\nagent: {rep.get('agent')}\ntrace: {rep.get('trace')}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_scenario(name: str, tmp_path: Any) -> None:
@@ -45,6 +60,8 @@ def test_scenario(name: str, tmp_path: Any) -> None:
     serious = [f for f in rep["findings"] if f["severity"] in ("high", "medium")]
     summary = json.dumps([(f["kind"], f["title"], f["site"]) for f in rep["findings"][:5]],
                          indent=1)
+    if rep["verdict"] != expected["verdict"]:
+        summary += "\n" + _diagnosis(out, rep)
     assert rep["verdict"] == expected["verdict"], summary
     for tail in expected.get("not_flagged", []):
         assert not any((f.get("path") or "").endswith(tail) for f in serious), summary

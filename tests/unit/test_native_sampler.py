@@ -436,3 +436,25 @@ def test_the_containers_storage_sites_a_batch_with_no_evidence_only(monkeypatch:
     mixed = items._group("jobs", [(job, None), (True, None)], "app", True, storage)
     assert {s.site for s in mixed if s.item_type == "bool"} == {None}
     assert {s.site for s in mixed if s.item_type != "bool"} == {f"{APP}:12"}
+
+
+@needs_sampler
+def test_allocated_counts_the_targets_bytes_not_the_agents(sampler: Any) -> None:
+    assert sampler.sampler_allocated() is None  # off: nothing counted
+    sampler.sampler_start(interval=512 * 1024.0, depth=4)
+    a = sampler.sampler_allocated()
+    keep = allocate(2_000, 1000)  # ~2.1 MB through the object allocator
+    b = sampler.sampler_allocated()
+    assert 2_000 * 1000 <= b - a < 3_000_000, b - a
+    sampler.sampler_set_interval(4096.0)  # a new countdown keeps the count
+    before = sampler.sampler_ignore_thread(True)
+    try:
+        ignored = allocate(2_000, 1000)  # the agent's: not the target's activity
+        inside = sampler.sampler_allocated()
+    finally:
+        sampler.sampler_ignore_thread(before)
+    c = sampler.sampler_allocated()
+    assert inside - b < 50_000 and c - b < 50_000, (inside - b, c - b)
+    more = allocate(1_000, 1000)
+    assert 1_000 * 1000 <= sampler.sampler_allocated() - c < 1_500_000
+    del keep, ignored, more

@@ -45,6 +45,9 @@ static struct {
     int depth;
     size_t max_samples;
     int64_t countdown; /* bytes left until the next sample */
+    int64_t drawn;     /* the countdown as drawn: drawn - countdown bytes since the draw */
+    uint64_t allocated; /* bytes allocated through the hook before the current draw */
+    uint64_t ignored;   /* of all those, bytes allocated inside ignored threads' windows */
     uint64_t rng;
     uintptr_t *keys; /* the live table's keys alone: a free probes only these */
     hw_entry *live;
@@ -62,6 +65,7 @@ static struct {
 
 static _Thread_local int tl_busy;   /* sampling or draining on this thread */
 static _Thread_local int tl_ignore; /* this thread's allocations are not sampled */
+static _Thread_local uint64_t tl_ignore_from; /* allocated() when this thread's window began */
 
 /* -- random draws ------------------------------------------------------------------- */
 static uint64_t
@@ -84,6 +88,25 @@ draw_countdown(void)
         d = 9e18;
     }
     return (int64_t)d + 1;
+}
+
+/* Bytes allocated through the hook while enabled (all threads): exact, at no cost on the
+ * hot path, which only moves the countdown. GIL held (the hooked domains need it). */
+static inline uint64_t
+allocated(void)
+{
+    return S.allocated + (uint64_t)(S.drawn - S.countdown);
+}
+
+/* A new countdown; the bytes the old one counted are kept (only while enabled: a disabled
+ * hook counts from INT64_MAX). */
+static void
+redraw(void)
+{
+    if (S.enabled) {
+        S.allocated = allocated();
+    }
+    S.countdown = S.drawn = draw_countdown();
 }
 
 /* -- live table: open addressing, linear probing, backward-shift deletion ---------- */
@@ -342,10 +365,10 @@ static void
 sample(void *ptr, size_t size)
 {
     if (!S.enabled) {
-        S.countdown = INT64_MAX; /* off: the hot path's test fails for ~2^63 bytes */
+        S.countdown = S.drawn = INT64_MAX; /* off: the hot path's test fails for ~2^63 bytes */
         return;
     }
-    S.countdown = draw_countdown();
+    redraw();
     if (tl_busy || tl_ignore) {
         return;
     }
@@ -544,7 +567,7 @@ py_start(PyObject *self, PyObject *args, PyObject *kw)
         S.rng = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&S ^ 0x9E3779B97F4A7C15ULL;
     }
     S.samples = S.dropped = 0;
-    S.countdown = draw_countdown();
+    redraw(); /* counts what a running sampler counted so far; a new start from here */
     ensure_chained();
     S.enabled = 1;
     tl_busy = 0;
@@ -588,7 +611,7 @@ py_set_interval(PyObject *self, PyObject *arg)
         return NULL;
     }
     S.interval = interval;
-    S.countdown = draw_countdown();
+    redraw();
     Py_RETURN_NONE;
 }
 
@@ -600,8 +623,28 @@ py_ignore_thread(PyObject *self, PyObject *arg)
         return NULL;
     }
     int before = tl_ignore;
+    if (flag && !before) {
+        tl_ignore_from = allocated();
+    }
+    else if (!flag && before) {
+        S.ignored += allocated() - tl_ignore_from;
+    }
     tl_ignore = flag;
     return PyBool_FromLong(before);
+}
+
+/* allocated() -> int | None: bytes the process allocated through the Python allocators
+ * outside ignored windows (the agent's) since the sampler first started, None while it is
+ * off. The target's activity: its own CPU time also counts its idle loop's wake-ups. */
+static PyObject *
+py_allocated(PyObject *self, PyObject *unused)
+{
+    if (!S.enabled) {
+        Py_RETURN_NONE;
+    }
+    uint64_t now = allocated();
+    uint64_t own = S.ignored + (tl_ignore ? now - tl_ignore_from : 0);
+    return PyLong_FromUnsignedLongLong(now >= own ? now - own : 0);
 }
 
 static PyObject *
@@ -844,6 +887,8 @@ static PyMethodDef sampler_methods[] = {
     {"sampler_lookup", py_lookup, METH_O,
      "The sampled stack of each object's memory block, or None."},
     {"sampler_stats", py_stats, METH_NOARGS, "The sampler's counters."},
+    {"sampler_allocated", py_allocated, METH_NOARGS,
+     "Bytes allocated outside ignored threads' windows since the first start; None when off."},
     {"sampler_storage", py_storage, METH_O,
      "The sampled stack of the block holding a dict's, list's or set's items, or None."},
     {NULL, NULL, 0, NULL},

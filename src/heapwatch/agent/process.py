@@ -271,7 +271,8 @@ def _target_cpu() -> float | None:
         return None
 
 
-def process_stat(gc_objects: int | None = None, sampled_heap: int | None = None) -> ProcessStat:
+def process_stat(gc_objects: int | None = None, sampled_heap: int | None = None,
+                 alloc_bytes: int | None = None) -> ProcessStat:
     """The process's figures now. ``sampled_heap`` (``--trace sample``): the sampler's
     estimate of the live Python heap, which stands for tracemalloc's traced figure."""
     if not _WATCH.active:
@@ -302,4 +303,5 @@ def process_stat(gc_objects: int | None = None, sampled_heap: int | None = None)
         tmp_files=_tmp_files(held),
         gc_garbage=len(gc.garbage),
         cpu_s=_target_cpu(),
+        alloc_bytes=alloc_bytes,
     )

@@ -598,9 +598,9 @@ class Agent:
             c0 = time.thread_time()
             t0 = time.perf_counter()
             try:
-                with sites.unsampled():
+                with sites.unsampled():  # the agent's allocations: neither sampled nor counted
                     snap = self._collect(reason, t0)
-                self._writer.write_snapshot(snap)
+                    self._writer.write_snapshot(snap)
                 self.snapshots += 1
             except BaseException as exc:
                 self._event("error", _describe_error("snapshot", exc))
@@ -766,7 +766,8 @@ class Agent:
             except Exception as exc:
                 errors.append(_describe_error("sites", exc))
         try:
-            proc = process.process_stat(gc_objects, sampled_heap)
+            proc = process.process_stat(gc_objects, sampled_heap,
+                                        sites.allocated() if sampling else None)
         except Exception as exc:
             errors.append(_describe_error("process", exc))
             proc = ProcessStat(rss=0)

@@ -211,6 +211,15 @@ def set_sample_interval(interval: int) -> None:
         mod.sampler_set_interval(float(interval))
 
 
+def allocated() -> int | None:
+    """Bytes the target allocated through the Python allocators since the sampler started
+    (the agent's own, inside ``unsampled`` blocks, left out); None unless sampling."""
+    mod, _ = _native()
+    if mod is None or not _sampling or not hasattr(mod, "sampler_allocated"):
+        return None
+    return mod.sampler_allocated()
+
+
 class unsampled:  # lower case: used like a function, ``with unsampled():``
     """The calling thread's allocations are not sampled inside the block (the agent's).
 

@@ -314,30 +314,44 @@ class Work:
 
 
 _IDLE_MARKS = ("after", "idle", "cooldown", "drain", "rest", "recovery")
-# A tail is idle when its median CPU rate is at most this share of the busy head's (a light
-# service's own idle loop keeps ~60% of its busy CPU: measured on the load-stops scenarios).
-_IDLE_SHARE = 0.7
+# A tail is idle when its median activity is at most this share of the busy head's. By CPU
+# time: a light service's own idle loop keeps ~60% of its busy CPU (measured on the
+# load-stops scenarios), more where a wake-up costs more. By bytes allocated: an idle loop
+# allocates next to nothing, while a service whose cache has filled still allocates for
+# every request (a hit builds its response), so the bar is lower.
+_IDLE_SHARE = {"cpu": 0.7, "alloc": 0.25}
 
 
-def activity(ser: Series) -> tuple[list[float], list[float]]:
-    """The target's activity per interval, as (interval end times, CPU seconds per second);
-    gc generation-0 collections per second when no CPU time was recorded."""
+def activity(ser: Series) -> tuple[list[float], list[float], str]:
+    """The target's activity per interval, as (interval end times, rates, unit): bytes it
+    allocated per second (``alloc``) when the native sampler counted them in every
+    snapshot, else CPU seconds per second (``cpu``), else gc generation-0 collections per
+    second (``gc``). Bytes allocated follow the work alone; CPU time also counts an idle
+    loop's wake-ups, which on some machines cost nearly as much as light work."""
+    snaps = ser.snapshots
+    if len(snaps) > 1 and all(s.process.alloc_bytes is not None for s in snaps):
+        unit = "alloc"
+    elif len(snaps) > 1 and all(s.process.cpu_s is not None for s in snaps):
+        unit = "cpu"
+    else:
+        unit = "gc"
     xs: list[float] = []
     ys: list[float] = []
-    snaps = ser.snapshots
     for (xa, a), (xb, b) in itertools.pairwise(zip(ser.xs, snaps, strict=False)):
         dt = xb - xa
         if dt <= 0:
             continue
-        if a.process.cpu_s is not None and b.process.cpu_s is not None:
-            rate = (b.process.cpu_s - a.process.cpu_s) / dt
+        if unit == "alloc":
+            rate = (b.process.alloc_bytes - a.process.alloc_bytes) / dt  # type: ignore[operator]
+        elif unit == "cpu":
+            rate = (b.process.cpu_s - a.process.cpu_s) / dt  # type: ignore[operator]
         elif a.process.gc_collections and b.process.gc_collections:
             rate = (b.process.gc_collections[0] - a.process.gc_collections[0]) / dt
         else:
-            return [], []
+            return [], [], unit
         xs.append(xb)
         ys.append(max(0.0, rate))
-    return xs, ys
+    return xs, ys, unit
 
 
 def idle_tail(ser: Series, marks: list[Mark], tp: TrendParams = DEFAULT) -> Work | None:
@@ -362,13 +376,13 @@ def idle_tail(ser: Series, marks: list[Mark], tp: TrendParams = DEFAULT) -> Work
         if k >= tp.min_samples + 2 and n - k >= 3:
             return Work(end_s=end, idle_s=ser.xs[-1] - end, how=f"phase {own[-1].phase!r}")
         return None
-    xs, rates = activity(ser)
+    xs, rates, unit = activity(ser)
     m = len(rates)
     if m < tp.min_samples + 3:
         return None
     min_idle = max(3, m // 10)
     min_busy = warmup_cut(n, tp) + tp.min_samples - 1
-    split = _step_down(rates, min_busy, min_idle)
+    split = _step_down(rates, min_busy, min_idle, _IDLE_SHARE.get(unit, _IDLE_SHARE["cpu"]))
     if split is None:
         return None
     # the busy part ends at the snapshot before the first idle interval
@@ -376,10 +390,13 @@ def idle_tail(ser: Series, marks: list[Mark], tp: TrendParams = DEFAULT) -> Work
     k = bisect.bisect_right(ser.xs, end)
     if k < warmup_cut(k, tp) + tp.min_samples:
         return None
-    return Work(end_s=end, idle_s=ser.xs[-1] - end, how="the target's CPU time fell to idle")
+    how = {"alloc": "the target's allocations fell to idle",
+           "cpu": "the target's CPU time fell to idle"}.get(unit, "its gc activity fell to idle")
+    return Work(end_s=end, idle_s=ser.xs[-1] - end, how=how)
 
 
-def _step_down(rates: list[float], min_busy: int, min_idle: int) -> int | None:
+def _step_down(rates: list[float], min_busy: int, min_idle: int,
+               share: float = _IDLE_SHARE["cpu"]) -> int | None:
     """Index of the first idle interval when ``rates`` step down to a lower level for good,
     else None (see :func:`idle_tail`)."""
     m = len(rates)
@@ -402,7 +419,7 @@ def _step_down(rates: list[float], min_busy: int, min_idle: int) -> int | None:
         return None
     k = best[1]
     head, tail = sorted(rates[:k]), sorted(rates[k:])
-    if not statistics.median(tail) <= _IDLE_SHARE * statistics.median(head):
+    if not statistics.median(tail) <= share * statistics.median(head):
         return None
     low = head[len(head) // 10]
     if sum(1 for x in tail if x < low) < 0.8 * len(tail):
