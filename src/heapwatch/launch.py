@@ -276,19 +276,21 @@ def run(
                     ended_by = "duration"
                     break
         except (KeyboardInterrupt, Interrupted):
-            ended_by = "interrupt"
-            if notice is not None:
-                notice("stopping: final snapshot, then the reports (Ctrl-C again to leave "
-                       "the run as it is)")
+            ended_by = "interrupt"  # the notice is printed where a second one is caught
         except LaunchError as exc:  # a phase's load command could not start: end the run
             ended_by, error = "error", str(exc)
         try:
+            if ended_by == "interrupt" and notice is not None:
+                notice("stopping: final snapshot, then the reports (Ctrl-C again to leave "
+                       "the run as it is)")
             stop_load(load)
             if proc.poll() is None:
                 _stop_target(proc, sock_path, store_path, reader.meta("agent") is not None)
         except (KeyboardInterrupt, Interrupted):
+            # Asked again (even while the notice above was printed): end the target now;
+            # the store keeps every finished snapshot.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third Ctrl-C must not cut this
             if proc.poll() is None:
-                # Asked again: end the target now; the store keeps every finished snapshot.
                 proc.kill()
             proc.wait()
             writer.set_meta({"launch": {"exit_code": proc.returncode,

@@ -249,46 +249,58 @@ def _readline_until(stream: Any, needle: str) -> list[str]:
     raise AssertionError(f"{needle!r} never came: {seen}")
 
 
-def _interrupt(tmp_path: Any, body: str, times: int) -> tuple[int, str, int, str]:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        return f.read().rpartition(")")[2].split()[0] != "Z"  # a zombie has ended
+
+
+def _interrupt(tmp_path: Any, body: str, times: int) -> tuple[int, str, bool, str]:
     """Ctrl-C ``times`` times, the second once heapwatch said it is stopping; return
-    (exit code, run directory, target pid, stderr after the first Ctrl-C)."""
+    (exit code, run directory, whether heapwatch left its target running, stderr after the
+    first Ctrl-C). A target left running is killed here: it holds heapwatch's stderr open."""
     import signal
 
     proc, out, pid = _start_run(tmp_path, "import os, signal, time\n" + body
                                 + "print(os.getpid(), flush=True)\n"
                                 + "while True:\n    time.sleep(0.05)\n")
+    left = False
     try:
         proc.send_signal(signal.SIGINT)
         assert proc.stderr is not None
         seen = "".join(_readline_until(proc.stderr, "stopping: final snapshot"))
         if times > 1:
             proc.send_signal(signal.SIGINT)
-        rest = proc.stderr.read()
         proc.wait(timeout=120)
+        left = _alive(pid)
+        if left:
+            os.kill(pid, signal.SIGKILL)
+        rest = proc.stderr.read()
     finally:
         _end(proc)
-    return proc.returncode, out, pid, seen + rest
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    return proc.returncode, out, left, seen + rest
 
 
 def test_ctrl_c_says_it_is_stopping_then_reports(tmp_path: Any) -> None:
-    code, out, _, err = _interrupt(tmp_path, "", 1)
+    code, out, left, err = _interrupt(tmp_path, "", 1)
     assert code == 130, err
+    assert not left
     assert "report: " in err and os.path.exists(os.path.join(out, "report.html"))
 
 
 def test_a_second_ctrl_c_leaves_a_run_that_heapwatch_report_completes(tmp_path: Any) -> None:
     slow_to_stop = ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n")
-    code, out, pid, err = _interrupt(tmp_path, slow_to_stop, 2)
+    code, out, left, err = _interrupt(tmp_path, slow_to_stop, 2)
     assert code == 130, err
     assert "interrupted again" in err and f"heapwatch report {out}" in err, err
     assert "Aborted" not in err and "Traceback" not in err
-    try:
-        os.kill(pid, 0)
-        alive = True
-    except ProcessLookupError:
-        alive = False
-    assert not alive, "the target was left running"
+    assert not left, "the target was left running"
     again = heapwatch("report", out)
     assert again.returncode == 0, again.stderr
     assert os.path.exists(os.path.join(out, "report.html"))
