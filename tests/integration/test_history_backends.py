@@ -136,3 +136,19 @@ def test_two_nights_two_services_concurrently(postgres: Postgres, tmp_path: Any)
     assert "still present" in leak_block and "TRACKER._pending" in leak_block
     steady_block = text.split("service lru_cache")[1].split("service pending_tracker")[0]
     assert steady_block.count("pass") == 2 and "still present" not in steady_block
+
+
+def test_a_new_sqlite_history_is_private_and_an_existing_one_keeps_its_mode(tmp_path: Any
+                                                                          ) -> None:
+    import stat
+
+    new = str(tmp_path / "new.sqlite")
+    history.record(new, {"command": ["python", "a.py"], "duration_s": 1.0}, "leak", False,
+                   [finding("leak")], "/r/1", "a")
+    assert stat.S_IMODE(os.stat(new).st_mode) == 0o600  # titles and owner paths are in it
+    shared = tmp_path / "shared.sqlite"
+    shared.touch()
+    os.chmod(shared, 0o640)  # a team's choice is left alone
+    history.record(str(shared), {"command": ["python", "a.py"], "duration_s": 1.0}, "leak",
+                   False, [finding("leak")], "/r/1", "a")
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o640

@@ -9,7 +9,7 @@ from typing import Any
 
 from heapwatch.errors import StoreError
 from heapwatch.history import HISTORY_VERSION, RunRecord
-from heapwatch.rundir import shown
+from heapwatch.rundir import private_file, shown
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,6 +34,13 @@ class SqliteHistory:
         if not os.path.isdir(parent):
             raise StoreError(f"cannot create history {self.where}: directory {shown(parent)} "
                              f"does not exist")
+        try:
+            # a new file is private (0600) like a run store; an existing one (or a link the
+            # user made) is left as it is
+            if not os.path.lexists(path):
+                private_file(path)
+        except OSError as exc:
+            raise StoreError(f"cannot create history {self.where}: {exc}") from None
         try:
             self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
