@@ -217,7 +217,8 @@ def allocated() -> int | None:
     mod, _ = _native()
     if mod is None or not _sampling or not hasattr(mod, "sampler_allocated"):
         return None
-    return mod.sampler_allocated()
+    n = mod.sampler_allocated()
+    return None if n is None else int(n)
 
 
 class unsampled:  # lower case: used like a function, ``with unsampled():``
