@@ -36,7 +36,10 @@ def client_timestamp() -> str:
 
 
 def handle_request(req_id: int) -> int:
-    when = dtparser.parse(client_timestamp())  # LEAK-SITE
+    try:
+        when = dtparser.parse(client_timestamp())  # LEAK-SITE
+    except (ValueError, OverflowError):  # e.g. a zone name that reads as a month ("SEPT")
+        return -1  # a bad timestamp is the client's problem: counted, not fatal
     return when.hour
 
 
