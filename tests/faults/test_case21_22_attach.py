@@ -42,6 +42,11 @@ TARGET = """
         time.sleep(600)
     except Wake:
         pass
+    # An agent told to stop replies, then its thread ends: give a thread that is ending
+    # time to end (a join, not a sleep); one that was never stopped is still listed.
+    for t in threading.enumerate():
+        if t is not threading.main_thread():
+            t.join(10)
     print("woke", sorted(t.name for t in threading.enumerate()), flush=True)
 """
 
