@@ -166,19 +166,89 @@ def _live_types() -> dict[int, type]:
     return found
 
 
+# -- gc paused for a pass, and the target's own gc switches -------------------------------------
+# While a pass has gc paused, a target thread that calls gc.disable() (or enable) would see
+# its call undone when the pass restores the state it found. So while an agent runs on this
+# core, gc.enable / gc.disable / gc.isenabled are thin pass-throughs that wait for a pass in
+# progress to end (one C call: milliseconds): a pass then never overlaps the target's own
+# switch, and the target never sees the state a pass set. A caller that kept a reference to
+# the original functions bypasses them. Removed when the agent stops (if still ours).
+_GC_REAL: dict[str, Callable[[], Any]] = {
+    "enable": gc.enable, "disable": gc.disable, "isenabled": gc.isenabled}
+_gc_lock: Any = None  # an RLock, made when the switches are installed
+_gc_switches: dict[str, Callable[[], Any]] = {}
+
+
+def _switch(name: str) -> Callable[[], Any]:
+    real = _GC_REAL[name]
+
+    def switch() -> Any:
+        lock = _gc_lock
+        got = lock is not None and lock.acquire(timeout=2.0)  # never a deadlock: then as before
+        try:
+            return real()
+        finally:
+            if got:
+                lock.release()
+
+    switch.__name__ = switch.__qualname__ = getattr(real, "__name__", name)
+    switch.__doc__ = getattr(real, "__doc__", None)
+    switch.__module__ = "gc"
+    return switch
+
+
+def _fresh_lock() -> None:
+    global _gc_lock
+    import threading
+
+    _gc_lock = threading.RLock()
+
+
+def install_gc_switches() -> None:
+    """Put the pass-throughs in place (idempotent; a gc function someone else replaced
+    is left to them)."""
+    if _gc_switches:
+        return
+    _fresh_lock()
+    import os
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_fresh_lock)  # a child holds no pass
+    for name, real in _GC_REAL.items():
+        if getattr(gc, name, None) is real:
+            _gc_switches[name] = _switch(name)
+            setattr(gc, name, _gc_switches[name])
+
+
+def remove_gc_switches() -> None:
+    """The original gc functions back, where ours are still in place."""
+    for name, fn in list(_gc_switches.items()):
+        if getattr(gc, name, None) is fn:
+            setattr(gc, name, _GC_REAL[name])
+    _gc_switches.clear()
+
+
 class _GcPaused:
     """gc disabled for a pass (in 3.10/3.11 an allocation can start a collection, and a
-    collection runs finalizers: Python code), restored after it if it was enabled."""
+    collection runs finalizers: Python code), restored after it if it was enabled; the
+    target's own switches wait for the pass to end (see ``install_gc_switches``)."""
 
-    __slots__ = ("was",)
+    __slots__ = ("was", "held")
 
     def __enter__(self) -> None:
-        self.was = gc.isenabled()
-        gc.disable()
+        install_gc_switches()
+        lock = _gc_lock
+        self.held = lock if lock is not None and lock.acquire(timeout=5.0) else None
+        self.was = _GC_REAL["isenabled"]()
+        _GC_REAL["disable"]()
 
     def __exit__(self, *exc: object) -> None:
-        if self.was:
-            gc.enable()
+        try:
+            if self.was:
+                _GC_REAL["enable"]()
+        finally:
+            if self.held is not None:
+                self.held.release()
 
 
 # -- the passes -------------------------------------------------------------------------------

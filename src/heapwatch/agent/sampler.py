@@ -315,6 +315,10 @@ class Agent:
                 if self._mode == "sample":
                     sites.stop_sampling()
                 process.stop_watching()
+                try:
+                    census.remove_gc_switches()
+                except BaseException:
+                    pass
                 self._close_fds()
                 registry.unregister(self.pid)
                 _unregister(self)
