@@ -233,7 +233,7 @@ class _GcPaused:
     collection runs finalizers: Python code), restored after it if it was enabled; the
     target's own switches wait for the pass to end (see ``install_gc_switches``)."""
 
-    __slots__ = ("was", "held")
+    __slots__ = ("held", "was")
 
     def __enter__(self) -> None:
         install_gc_switches()
