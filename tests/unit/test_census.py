@@ -13,6 +13,9 @@ def test_a_targets_gc_switch_during_a_pass_is_not_undone() -> None:
     from heapwatch.agent import census
 
     assert gc.isenabled()
+    with census._GcPaused():  # outside an agent: gc's own functions
+        assert gc.disable is census._GC_REAL["disable"]
+    census.install_gc_switches()  # as the agent does at start
     try:
         with census._GcPaused():
             assert gc.disable is not census._GC_REAL["disable"]  # the pass-through is in

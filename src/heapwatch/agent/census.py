@@ -172,7 +172,9 @@ def _live_types() -> dict[int, type]:
 # core, gc.enable / gc.disable / gc.isenabled are thin pass-throughs that wait for a pass in
 # progress to end (one C call: milliseconds): a pass then never overlaps the target's own
 # switch, and the target never sees the state a pass set. A caller that kept a reference to
-# the original functions bypasses them. Removed when the agent stops (if still ours).
+# the original functions bypasses them. The agent installs them at start and removes them
+# at stop (if still ours); a pass outside an agent (leakcheck in the test's own thread)
+# leaves gc's functions alone.
 _GC_REAL: dict[str, Callable[[], Any]] = {
     "enable": gc.enable, "disable": gc.disable, "isenabled": gc.isenabled}
 _gc_lock: Any = None  # an RLock, made when the switches are installed
@@ -236,7 +238,6 @@ class _GcPaused:
     __slots__ = ("held", "was")
 
     def __enter__(self) -> None:
-        install_gc_switches()
         lock = _gc_lock
         self.held = lock if lock is not None and lock.acquire(timeout=5.0) else None
         self.was = _GC_REAL["isenabled"]()

@@ -222,6 +222,7 @@ class Agent:
                     trace_depth=min(cfg.depth, default_trace_depth(self._mode)))
         if self._mode == "on" and cfg.depth > 0 and not tracemalloc.is_tracing():
             self._tracing.start(cfg.depth)
+        census.install_gc_switches()  # before the first pass: see census._GcPaused
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
