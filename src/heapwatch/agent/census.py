@@ -211,11 +211,12 @@ def install_gc_switches() -> None:
     is left to them)."""
     if _gc_switches:
         return
-    _fresh_lock()
-    import os
+    if _gc_lock is None:  # once per process: an agent started again reuses lock and hook
+        _fresh_lock()
+        import os
 
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_fresh_lock)  # a child holds no pass
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_fresh_lock)  # a child holds no pass
     for name, real in _GC_REAL.items():
         if getattr(gc, name, None) is real:
             _gc_switches[name] = _switch(name)
