@@ -392,6 +392,19 @@ def test_storage_names_where_a_container_grows(sampler: Any) -> None:
     assert sampler.sampler_storage({}) is None  # the shared empty keys: never allocated
 
 
+@needs_sampler
+def test_an_object_is_found_by_its_data_block(sampler: Any) -> None:
+    """A bytearray's 56-byte header is almost never sampled at a 16 KiB interval; its 64 KiB
+    buffer almost always is, and names the same line."""
+    sampler.sampler_start(interval=16 * 1024.0, depth=4)
+    bufs = [bytearray(64 * 1024) for _ in range(200)]  # BUFFERS-HERE
+    found = sampler.sampler_lookup(bufs)
+    hits = [f for f in found if f is not None]
+    assert len(hits) > 150, len(hits)  # ~98% of the buffers (the headers alone: < 1%)
+    assert {f[0] for f in hits} == {(HERE, line_of("# BUFFERS-HERE"))}
+    del bufs
+
+
 LIB = "/venv/lib/python3.11/site-packages/dateutil/parser/_parser.py"
 APP = "/srv/app/app.py"
 
@@ -430,8 +443,10 @@ def test_the_containers_storage_sites_a_batch_with_no_evidence_only(monkeypatch:
     job = Job()
     items = fake_evidence(monkeypatch, {id(job): [(APP, 12)]})
     storage = (f"{APP}:50", None)
-    blind = items._group("jobs", [(True, None), (7, None)], "app", True, storage)
-    assert {(s.site, s.inferred) for s in blind} == {(f"{APP}:50", False)}
+    blind = items._group("jobs", [(True, None), (7, None), (8, None)], "app", True, storage)
+    # the storage's one sample stands for one item, the newest (first), not the batch
+    assert sorted((s.item_type, s.site or "", s.sampled, s.inferred) for s in blind) == [
+        ("bool", f"{APP}:50", 1, False), ("int", "", 2, False)]
     # some evidence in the batch: the items without any stay unsited
     mixed = items._group("jobs", [(job, None), (True, None)], "app", True, storage)
     assert {s.site for s in mixed if s.item_type == "bool"} == {None}

@@ -761,8 +761,44 @@ py_drain(PyObject *self, PyObject *unused)
     return Py_BuildValue("(NN)", out, stats);
 }
 
+/* The block that holds a container's items: a dict's keys object, a list's item array, a
+ * set's table (NULL when there is none, or it is inside the object). It is reallocated
+ * where the container grows, so its sample names the line that adds the items. A split
+ * dict's keys are its class's, shared: not its own. */
+static void *
+storage_of(PyObject *o)
+{
+    if (PyDict_Check(o)) {
+        PyDictObject *d = (PyDictObject *)o;
+        return d->ma_values == NULL ? (void *)d->ma_keys : NULL;
+    }
+    if (PyList_Check(o)) {
+        return (void *)((PyListObject *)o)->ob_item;
+    }
+    if (PyAnySet_Check(o)) {
+        PySetObject *so = (PySetObject *)o;
+        return so->table != so->smalltable ? (void *)so->table : NULL;
+    }
+    return NULL;
+}
+
+/* The separate block an object keeps its data in, when it has one: a bytearray's buffer, or
+ * a container's storage. It is usually far larger than the object itself (a 4 KiB buffer
+ * behind a 56-byte header), so it is sampled far more often, and it was allocated (or last
+ * grown) by the same code. */
+static void *
+payload_of(PyObject *o)
+{
+    if (PyByteArray_Check(o)) {
+        PyByteArrayObject *b = (PyByteArrayObject *)o;
+        return b->ob_alloc > 0 ? (void *)b->ob_bytes : NULL;
+    }
+    return storage_of(o);
+}
+
 /* lookup(objects) -> [frames or None]: the sampled stack of each object's block (or of
- * the block it starts, for objects with a pre-header), when that block was sampled. */
+ * the block it starts, for objects with a pre-header), when that block was sampled; else
+ * of its data block (payload_of), when that one was. */
 static PyObject *
 py_lookup(PyObject *self, PyObject *seq)
 {
@@ -778,6 +814,10 @@ py_lookup(PyObject *self, PyObject *seq)
         PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
         uintptr_t ptr = (uintptr_t)o - hw_preheader_size(o);
         Py_ssize_t slot = S.enabled && S.live_count ? live_find(ptr) : -1;
+        if (slot < 0 && S.enabled && S.live_count) {
+            void *data = payload_of(o);
+            slot = data != NULL ? live_find((uintptr_t)data) : -1;
+        }
         hw_entry *e = slot >= 0 ? &S.live[slot] : NULL;
         PyObject *v;
         if (e != NULL) {
@@ -798,25 +838,6 @@ py_lookup(PyObject *self, PyObject *seq)
     tl_busy = busy;
     Py_DECREF(fast);
     return out;
-}
-
-/* The block that holds a container's items: a dict's keys object, a list's item array, a
- * set's table (NULL when there is none, or it is inside the object). It is reallocated
- * where the container grows, so its sample names the line that adds the items. */
-static void *
-storage_of(PyObject *o)
-{
-    if (PyDict_Check(o)) {
-        return (void *)((PyDictObject *)o)->ma_keys;
-    }
-    if (PyList_Check(o)) {
-        return (void *)((PyListObject *)o)->ob_item;
-    }
-    if (PyAnySet_Check(o)) {
-        PySetObject *so = (PySetObject *)o;
-        return so->table != so->smalltable ? (void *)so->table : NULL;
-    }
-    return NULL;
 }
 
 /* storage(container) -> frames or None: the sampled stack of the block holding its items. */

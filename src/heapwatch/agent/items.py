@@ -28,13 +28,14 @@ _Group = tuple[str, str | None, str | None, bool]  # item type, site, user site,
 
 
 def _newest(obj: Any, k: int) -> list[tuple[Any, Any]]:
-    """The ``k`` newest items, each as (item, fallback): for a dict the value, and its key
-    to try when the value has no traceback (a cached small int, an interned string)."""
+    """The ``k`` newest items, newest first (a set's in no order), each as (item, fallback):
+    for a dict the value, and its key to try when the value has no traceback (a cached small
+    int, an interned string)."""
     t = type(obj)
     if issubclass(t, dict):
         return [(v, key) for key, v in islice(reversed(dict.items(obj)), k)]
     if issubclass(t, list):
-        return [(v, None) for v in list.__getitem__(obj, slice(-k, None))]
+        return [(v, None) for v in reversed(list.__getitem__(obj, slice(-k, None)))]
     if issubclass(t, deque):
         return [(v, None) for v in islice(deque.__reversed__(obj), k)]
     if issubclass(t, set):
@@ -209,7 +210,7 @@ def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool,
            storage: tuple[str | None, str | None] | None = None) -> list[ItemSample]:
     """Group items by (type, site). ``storage``, while sampling: where the container last
     grew, the site of items of free-list types (their own samples are unreliable) and of
-    items of a batch with no evidence of its own."""
+    the newest item of a batch with no evidence of its own."""
     traced = tracemalloc.is_tracing()
     try:
         groups: Counter[_Group] = Counter()
@@ -219,10 +220,15 @@ def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool,
         # no evidence for any item (True, None, cached ints; keys and fields unsampled):
         # the items were put there as the container grew
         blind = not any(s for s, _, _ in found)
-        for (item, _), (site, user, inferred) in zip(items, found, strict=True):
+        for i, ((item, _), (site, user, inferred)) in enumerate(
+                zip(items, found, strict=True)):
             if storage is not None and storage[0] is not None and (
-                    blind or type(item) in _RECYCLED):
-                # a free-list type's own sample may be another line's block
+                    (blind and i == 0) or type(item) in _RECYCLED):
+                # a free-list type's own sample may be another line's block. A batch with
+                # no evidence: the storage's one sample stands for one item, the newest (as
+                # a sampled item does), not for the whole batch, so that a snapshot whose
+                # newest items all went unsampled does not outweigh the items sampled in
+                # the others
                 site, user, inferred = *storage, False
             if site is not None and is_own(site.rpartition(":")[0]):
                 continue  # the agent's own object (a type sample can catch one)
