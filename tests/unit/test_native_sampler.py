@@ -84,6 +84,33 @@ def test_reallocations_move_the_sample(sampler: Any) -> None:
 
 
 @needs_sampler
+def test_every_free_is_seen_when_samples_share_filter_bits(sampler: Any) -> None:
+    """A free probes the live table only when its address's filter bit is set; with 120,000
+    live samples the 65,536 bits are shared, and a free must clear a bit only when no other
+    live sample has it."""
+    sampler.sampler_start(interval=1.0, depth=2)  # every block sampled
+    # ints past the cached ones: one block each, no free list (the list's item array, also
+    # allocated on these lines, is the one block more each may count)
+    blocks = [1_000_000 + i for i in range(60_000)]  # SHARED-BITS
+    blocks += [2_000_000 + i for i in range(60_000)]  # SHARED-BITS-2
+    rows, _ = sampler.sampler_drain()
+
+    def live(marker: str) -> int:
+        return sum(r[3] for r in rows if r[0] and r[0][0] == (HERE, line_of(marker)))
+
+    def near(got: int, want: int) -> bool:
+        return want <= got <= want + 2
+
+    assert near(live("# SHARED-BITS"), 60_000) and near(live("# SHARED-BITS-2"), 60_000)
+    del blocks[::2]  # half of each line's ints freed, their bits shared with live ones
+    rows, _ = sampler.sampler_drain()
+    assert near(live("# SHARED-BITS"), 30_000) and near(live("# SHARED-BITS-2"), 30_000)
+    del blocks[:]
+    rows, _ = sampler.sampler_drain()
+    assert near(live("# SHARED-BITS"), 0) and near(live("# SHARED-BITS-2"), 0)
+
+
+@needs_sampler
 def test_every_block_sampled_through_generators_and_threads(sampler: Any) -> None:
     """interval=1: the stack is read inside every allocation, including those made while a
     generator frame is being set up (an incomplete frame on 3.11+), from 4 threads while

@@ -63,6 +63,17 @@ static struct {
     uint64_t reinstalls;
 } S = {.interval = 512.0 * 1024, .depth = 16, .max_samples = 200000};
 
+/* A filter in front of the live table: one bit per hash of a live sample's address, set
+ * while any live sample has that hash (counted in filt_n, read only when samples come and
+ * go). A free tests one bit of this 8 KiB, which stays in the cache, and probes the live
+ * table (a cache miss in a larger table, a third of the hook's cost) only when it is set:
+ * about live samples / 65,536 of frees. Exact, never stale: pymalloc hands a freed block's
+ * address to the very next allocation of its size, so a bit left set would be hit again and
+ * again. */
+#define HW_FILT_BITS 16
+static uint64_t filt[(1u << HW_FILT_BITS) / 64];
+static uint16_t filt_n[1u << HW_FILT_BITS]; /* saturates: then its bit stays set */
+
 static _Thread_local int tl_busy;   /* sampling or draining on this thread */
 static _Thread_local int tl_ignore; /* this thread's allocations are not sampled */
 static _Thread_local uint64_t tl_ignore_from; /* allocated() when this thread's window began */
@@ -114,6 +125,52 @@ static inline size_t
 slot_of(uintptr_t ptr)
 {
     return (size_t)(((uint64_t)(ptr >> 4) * 0x9E3779B97F4A7C15ULL) >> S.live_shift);
+}
+
+static inline size_t
+filt_bit(uintptr_t ptr)
+{
+    return (size_t)(((uint64_t)(ptr >> 4) * 0xC2B2AE3D27D4EB4FULL) >> (64 - HW_FILT_BITS));
+}
+
+static inline int
+filt_maybe(uintptr_t ptr)
+{
+    size_t b = filt_bit(ptr);
+    return (int)((filt[b >> 6] >> (b & 63)) & 1);
+}
+
+static inline void
+filt_add(uintptr_t ptr)
+{
+    size_t b = filt_bit(ptr);
+    if (filt_n[b] == 0) {
+        filt[b >> 6] |= (uint64_t)1 << (b & 63);
+    }
+    if (filt_n[b] < UINT16_MAX) {
+        filt_n[b]++;
+    }
+}
+
+static inline void
+filt_del(uintptr_t ptr)
+{
+    size_t b = filt_bit(ptr);
+    if (filt_n[b] && filt_n[b] < UINT16_MAX && --filt_n[b] == 0) {
+        filt[b >> 6] &= ~((uint64_t)1 << (b & 63));
+    }
+}
+
+/* Every live sample's bit and count taken back (before the table is emptied): only the
+ * counters in use are written, so a forked child copies none of the others' pages. */
+static void
+filt_clear(void)
+{
+    for (size_t i = 0; i < S.live_cap; i++) {
+        if (S.keys[i]) {
+            filt_del(S.keys[i]);
+        }
+    }
 }
 
 static int
@@ -175,6 +232,7 @@ live_remove_at(size_t i)
     size_t mask = S.live_cap - 1;
     S.live[i].stack->live--;
     S.live_count--;
+    filt_del(S.keys[i]);
     /* backward shift: pull later entries of the probe run into the hole */
     size_t j = i;
     for (;;) {
@@ -195,21 +253,13 @@ live_remove_at(size_t i)
     S.live[i].stack = NULL;
 }
 
-static inline void
-live_remove(uintptr_t ptr)
-{
-    Py_ssize_t i = live_find(ptr);
-    if (i >= 0) {
-        live_remove_at((size_t)i);
-    }
-}
-
 static int
 live_insert(uintptr_t ptr, size_t size, double inv_p, hw_stack *st)
 {
     if ((S.live_count + 1) * 2 > S.live_cap && !live_grow()) {
         return 0;
     }
+    filt_add(ptr);
     size_t mask = S.live_cap - 1;
     size_t i = slot_of(ptr);
     while (S.keys[i] && S.keys[i] != ptr) {
@@ -218,6 +268,7 @@ live_insert(uintptr_t ptr, size_t size, double inv_p, hw_stack *st)
     if (S.keys[i] == ptr) { /* a free that was not seen: replace it */
         S.live[i].stack->live--;
         S.live_count--;
+        filt_del(ptr);
     }
     S.keys[i] = ptr;
     S.live[i].ptr = ptr;
@@ -350,6 +401,7 @@ release_stacks(hw_stack *s)
 static void
 clear_live(void)
 {
+    filt_clear();
     for (size_t i = 0; i < S.live_cap; i++) {
         if (S.keys[i]) {
             S.live[i].stack->live--;
@@ -396,13 +448,56 @@ out:
     tl_busy = 0;
 }
 
+/* A block about to be freed (or moved) that may be a live sample (its filter bit is set):
+ * out of the hot path. */
+static void __attribute__((noinline, cold))
+forget(uintptr_t ptr)
+{
+    if (ptr == 0 || S.live_count == 0) {
+        return; /* 0 marks an empty slot; and no table without samples */
+    }
+    Py_ssize_t i = live_find(ptr);
+    if (i >= 0) {
+        live_remove_at((size_t)i);
+    }
+}
+
+static void __attribute__((noinline, cold))
+forget_and_free(hw_domain *d, void *ptr)
+{
+    forget((uintptr_t)ptr);
+    d->orig.free(d->orig.ctx, ptr);
+}
+
+/* The hot paths below only move the countdown (and test a bit, for a block given back) and
+ * end in a tail call to the allocator they replaced: no stack frame of their own. The rare
+ * rest (a sample is due, or the block may be a live sample) is out of line. */
+static void * __attribute__((noinline, cold))
+malloc_sampled(hw_domain *d, size_t size)
+{
+    void *p = d->orig.malloc(d->orig.ctx, size);
+    if (p != NULL) { /* a failure leaves the countdown at or below 0: the next one samples */
+        sample(p, size);
+    }
+    return p;
+}
+
 static void *
 hw_malloc(void *ctx, size_t size)
 {
     hw_domain *d = (hw_domain *)ctx;
-    void *p = d->orig.malloc(d->orig.ctx, size);
-    if ((S.countdown -= (int64_t)size) <= 0 && p != NULL) { /* never while disabled */
-        sample(p, size);
+    if ((S.countdown -= (int64_t)size) > 0) { /* always while disabled */
+        return d->orig.malloc(d->orig.ctx, size);
+    }
+    return malloc_sampled(d, size);
+}
+
+static void * __attribute__((noinline, cold))
+calloc_sampled(hw_domain *d, size_t nelem, size_t elsize)
+{
+    void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
+    if (p != NULL) {
+        sample(p, nelem * elsize); /* the allocator refused an overflow already */
     }
     return p;
 }
@@ -411,12 +506,33 @@ static void *
 hw_calloc(void *ctx, size_t nelem, size_t elsize)
 {
     hw_domain *d = (hw_domain *)ctx;
-    void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
-    if (p != NULL) {
-        size_t size = nelem * elsize; /* the allocator refused an overflow already */
-        if ((S.countdown -= (int64_t)size) <= 0) {
-            sample(p, size);
-        }
+    size_t size;
+    if (__builtin_mul_overflow(nelem, elsize, &size) || size > (size_t)INT64_MAX) {
+        return d->orig.calloc(d->orig.ctx, nelem, elsize); /* it refuses: nothing counted */
+    }
+    if ((S.countdown -= (int64_t)size) > 0) {
+        return d->orig.calloc(d->orig.ctx, nelem, elsize);
+    }
+    return calloc_sampled(d, nelem, elsize);
+}
+
+/* ``counted``: the countdown already moved by ``size``. The old block is forgotten only once
+ * the move succeeded (a failed realloc leaves it live, and tracked). */
+static void * __attribute__((noinline, cold))
+realloc_slow(hw_domain *d, void *ptr, size_t size, int counted)
+{
+    void *p = d->orig.realloc(d->orig.ctx, ptr, size);
+    if (p == NULL) {
+        return NULL;
+    }
+    if (ptr != NULL) {
+        forget((uintptr_t)ptr);
+    }
+    if (!counted) {
+        S.countdown -= (int64_t)size;
+    }
+    if (S.countdown <= 0) {
+        sample(p, size);
     }
     return p;
 }
@@ -425,25 +541,23 @@ static void *
 hw_realloc(void *ctx, void *ptr, size_t size)
 {
     hw_domain *d = (hw_domain *)ctx;
-    void *p = d->orig.realloc(d->orig.ctx, ptr, size);
-    if (p == NULL) {
-        return NULL; /* the old block is still live and still tracked */
+    if (filt_maybe((uintptr_t)ptr)) {
+        return realloc_slow(d, ptr, size, 0);
     }
-    if (ptr != NULL && S.live_count) {
-        live_remove((uintptr_t)ptr);
+    if ((S.countdown -= (int64_t)size) > 0) {
+        return d->orig.realloc(d->orig.ctx, ptr, size);
     }
-    if ((S.countdown -= (int64_t)size) <= 0) {
-        sample(p, size);
-    }
-    return p;
+    return realloc_slow(d, ptr, size, 1);
 }
 
+/* The hot path: one bit tested (see filt), then a tail call either way (no stack frame). */
 static void
 hw_free(void *ctx, void *ptr)
 {
     hw_domain *d = (hw_domain *)ctx;
-    if (ptr != NULL && S.live_count) {
-        live_remove((uintptr_t)ptr);
+    if (filt_maybe((uintptr_t)ptr)) {
+        forget_and_free(d, ptr);
+        return;
     }
     d->orig.free(d->orig.ctx, ptr);
 }
@@ -517,6 +631,7 @@ atfork_child(void)
     /* The child's agent is not running: stop sampling and forget the parent's samples
      * (references are dropped later, under the GIL, by the next start or drain). */
     S.enabled = 0;
+    filt_clear();
     free(S.live);
     free(S.keys);
     S.live = NULL;
