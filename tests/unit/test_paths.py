@@ -43,6 +43,44 @@ def test_untracked_dict_on_an_instance(module: types.ModuleType) -> None:
     assert found["hw_fixture_mod.TRACKER._pending"] is module.TRACKER._pending
 
 
+def _has_own_dict(obj: object) -> bool:
+    """Whether the interpreter created a ``__dict__`` for ``obj`` (3.11, 3.12: gc then visits
+    that dict instead of the attribute values kept beside the object)."""
+    import gc
+
+    return any(type(r) is dict and {"name", "routes"} <= r.keys() for r in gc.get_referents(obj))
+
+
+@pytest.mark.skipif(not (3, 11) <= sys.version_info[:2] < (3, 13),
+                    reason="3.11 and 3.12 show a created __dict__ to gc; 3.10 has none to "
+                           "create, 3.13 keeps the values inline beside it")
+def test_the_walk_creates_no_instance_dict(module: types.ModuleType) -> None:
+    """A created ``__dict__`` stays for the object's life and slows every attribute access on
+    it (3.7x on 3.11): the walk and resolve read the attributes without one."""
+    from heapwatch.agent import core
+
+    if core.load_native()[0] is None:
+        pytest.skip(f"the pure-Python core reads __dict__: {core.load_native()[1]}")
+
+    class Router:
+        def __init__(self) -> None:
+            self.name = "api"
+            self.routes = {f"/r{i}": i for i in range(40)}
+
+    Router.__module__ = module.__name__
+    module.ROUTER = Router()
+    assert not _has_own_dict(module.ROUTER)
+    found = discover(20, 5.0, 10**7)
+    oid = next(i for i, p in found.paths.items() if p == "hw_fixture_mod.ROUTER.routes")
+    steps = found.steps[oid]
+    found.clear()
+    assert steps is not None and resolve(steps) is module.ROUTER.routes
+    assert not _has_own_dict(module.ROUTER)
+    vars(module.ROUTER)  # once the target itself asks for it, it is read from there
+    assert _has_own_dict(module.ROUTER)
+    assert resolve(steps) is module.ROUTER.routes
+
+
 def test_class_attribute_nested_dict_and_defaultdict(module: types.ModuleType) -> None:
     class SessionManager:
         _sessions = {f"s{i}": i for i in range(40)}  # noqa: RUF012 - the class attribute is the test

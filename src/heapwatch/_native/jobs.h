@@ -43,7 +43,8 @@ typedef struct hw_job {
 #define HW_JOBS(X) \
     X(census) \
     X(sampler) \
-    X(audit)
+    X(audit) \
+    X(attrs)
 
 #define HW_DECLARE_JOB(name) extern const hw_job hw_job_##name;
 HW_JOBS(HW_DECLARE_JOB)
