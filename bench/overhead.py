@@ -441,6 +441,7 @@ def main() -> int:
                    "intervals: CPU per request of handle() and the error of a 100 MB site's "
                    "estimate (the numbers behind the default interval)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--idle-thread", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--load", default="", help=argparse.SUPPRESS)
     # child side
     p.add_argument("--child", choices=("steady", "leak"), help=argparse.SUPPRESS)
@@ -663,9 +664,14 @@ def sweep(args: argparse.Namespace) -> int:
 # comes from another process over 127.0.0.1 (wrk -t1 -c8 when installed, else a Python
 # generator with 8 connections). CPU per request = the server process's CPU time (all its
 # threads: the agent's, memray's) over the requests served during the measured window;
-# p99 = the load generator's 99th percentile latency.
+# p99 = the load generator's 99th percentile latency. "thread": the plain service with one
+# more thread that only sleeps in poll() - the floor of any in-process agent with a thread
+# of its own: a second thread turns off glibc's single-thread fast paths (malloc's arena
+# lock) and makes the kernel count references to the shared file table on every system
+# call (11% slower os.write+os.read pairs on a pipe, here).
 SERVICE_VARIANTS = {
     "plain": "plain python",
+    "thread": "plain + 1 idle thread",
     "off": "heapwatch run --trace off",
     "sample": "heapwatch run --trace sample",
     "auto": "heapwatch run --trace auto",
@@ -689,6 +695,18 @@ def serve(args: argparse.Namespace) -> int:
         import tracemalloc
 
         tracemalloc.start(args.tracemalloc)
+    if args.idle_thread:
+        import select
+        import threading
+
+        def idle() -> None:
+            r, _w = os.pipe()
+            poller = select.poll()
+            poller.register(r, select.POLLIN)
+            while True:
+                poller.poll(60_000)
+
+        threading.Thread(target=idle, name="idle", daemon=True).start()
     counter = itertools.count()
 
     async def checkout(request: Any) -> Any:
@@ -787,6 +805,8 @@ def service_once(key: str, seconds: float, warmup: float, tmp: str) -> dict[str,
                out_dir + ".bin", HERE, "--serve"]
     elif key == "tracemalloc":
         cmd = [*serve_cmd, "--tracemalloc", "1"]
+    elif key == "thread":
+        cmd = [*serve_cmd, "--idle-thread"]
     else:
         cmd = serve_cmd
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

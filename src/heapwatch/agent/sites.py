@@ -15,6 +15,7 @@ estimated figures where tracemalloc's were exact.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import sysconfig
@@ -146,6 +147,18 @@ def object_sites(obj: object) -> tuple[str | None, str | None]:
 DEFAULT_SAMPLE_INTERVAL = 512 * 1024
 #: The interval while an unsited suspect is being sited (a few snapshots at a time).
 BOOST_SAMPLE_INTERVAL = 1024
+#: ... but never more samples a second than this: a sample costs ~0.2 us (bench/overhead.py
+#: --sweep: 1M samples per CPU-second cost 16%), so the window costs at most ~1% of a core.
+BOOST_MAX_SAMPLES_S = 50_000
+
+
+def boost_interval(base: int, alloc_rate: float | None) -> int:
+    """The boost window's mean interval: ``base`` bytes, or wider when the target allocates
+    so fast that ``base`` would take more than BOOST_MAX_SAMPLES_S samples a second (its
+    rate unknown: ``base``)."""
+    if alloc_rate is None or alloc_rate <= 0:
+        return base
+    return max(base, math.ceil(alloc_rate / BOOST_MAX_SAMPLES_S))
 
 _sampling = False
 
