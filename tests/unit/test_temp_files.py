@@ -369,3 +369,27 @@ def test_the_report_says_once_when_closed_temp_files_were_not_seen(core_name: st
     notes = analyze(RunData(path="/tmp/x/run.sqlite", meta={"agent": agent},
                             snapshots=snaps)).notes
     assert notes.count(TMP_FILES_NOTE) == (1 if core_name == "python" else 0)
+
+
+def test_the_native_fd_listing_agrees_with_pythons(monkeypatch: Any, tmp_path: Any) -> None:
+    """One native call (the GIL released once) counts what the per-descriptor readlinks
+    count: descriptors, sockets, files held open under the roots."""
+    import socket
+
+    from heapwatch.agent import core, process
+
+    if core.load_native()[0] is None:
+        pytest.skip(f"no native core: {core.load_native()[1]}")
+    held = open(tmp_path / "held.txt", "w")  # noqa: SIM115 - held open on purpose
+    sock = socket.socket()
+    try:
+        roots = (str(tmp_path),)
+        native = process._fds_and_sockets(roots)
+        monkeypatch.setattr(process, "_native_fd_targets", lambda: None)
+        python = process._fds_and_sockets(roots)
+        assert native == python
+        assert native[1] is not None and native[1] >= 1
+        assert native[2] == {str(tmp_path / "held.txt")}
+    finally:
+        held.close()
+        sock.close()

@@ -44,7 +44,8 @@ typedef struct hw_job {
     X(census) \
     X(sampler) \
     X(audit) \
-    X(attrs)
+    X(attrs) \
+    X(procfs)
 
 #define HW_DECLARE_JOB(name) extern const hw_job hw_job_##name;
 HW_JOBS(HW_DECLARE_JOB)

@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any
 
 from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
+from heapwatch.agent import core
 from heapwatch.agent.census import CONTAINER_BASES, base_len
 from heapwatch.agent.naming import key_part, main_stem, module_display, name_part
 
@@ -104,8 +105,6 @@ _instance_attrs: Any = None  # heapwatch._native.instance_attrs, once looked up
 def _native_attrs() -> Any:
     global _instance_attrs
     if _instance_attrs is None:
-        from heapwatch.agent import core
-
         mod = core.load_native()[0]
         _instance_attrs = getattr(mod, "instance_attrs", False) if mod is not None else False
     return _instance_attrs

@@ -53,23 +53,40 @@ def _proc_children() -> int | None:
 
 
 def _fds_and_sockets(roots: tuple[str, ...]) -> tuple[int | None, int | None, set[str]]:
-    """Open fds, the sockets among them, and the files they hold open under ``roots``."""
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return None, None, set()
+    """Open fds, the sockets among them, and the files they hold open under ``roots``.
+
+    With the native core the listing is one call that releases the GIL once; in Python each
+    descriptor's readlink releases it, and on a busy target the agent then waits up to the
+    switch interval to get it back, and makes the target's thread hand it over, every
+    time."""
+    found = _native_fd_targets()
+    if found is None:
+        try:
+            names = os.listdir("/proc/self/fd")
+        except OSError:
+            return None, None, set()
+        targets = []
+        for name in names:
+            try:
+                targets.append(os.readlink(f"/proc/self/fd/{name}"))
+            except OSError:
+                continue
+        found = (len(names), targets)
+    count, targets = found
     sockets = 0
     held: set[str] = set()
-    for name in names:
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
+    for target in targets:
         if target.startswith("socket:"):
             sockets += 1
         elif roots and target.startswith(roots):
             held.add(target)
-    return len(names), sockets, held
+    return count, sockets, held
+
+
+def _native_fd_targets() -> tuple[int, list[str]] | None:
+    mod = core.load_native()[0]
+    fn = getattr(mod, "fd_targets", None) if mod is not None else None
+    return fn() if fn is not None else None
 
 
 class _TempWatch:
