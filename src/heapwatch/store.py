@@ -806,6 +806,20 @@ def _text_list(v: Any) -> bool:
 
 
 def _load(conn: sqlite3.Connection, path: str, version: int) -> RunData:
+    """Everything in one read transaction: the tables are read one after another, and a
+    snapshot a writer commits meanwhile must show in all of them or in none (seen in the
+    snapshots table only, it would read as a census of nothing)."""
+    conn.execute("BEGIN")
+    try:
+        return _load_tables(conn, path, version)
+    finally:
+        try:
+            conn.execute("COMMIT")  # ends the read; nothing was written
+        except sqlite3.Error:
+            pass  # a damaged file may have ended the transaction already
+
+
+def _load_tables(conn: sqlite3.Connection, path: str, version: int) -> RunData:
     r = _Reader(conn)
     meta: dict[str, Any] = {}
     for key, value in r.rows("meta", "key:text, value:text", "meta entries"):

@@ -68,6 +68,38 @@ def test_not_a_store(tmp_path: str) -> None:
         open_run(os.path.join(tmp_path, "missing"))
 
 
+def test_a_snapshot_committed_while_the_store_is_read_is_seen_whole_or_not_at_all(
+        tmp_path: str) -> None:
+    # The exporter re-reads a store the agent keeps writing. Here the writer commits a
+    # snapshot right after the reader has read the type counts and before it reads the
+    # snapshots table: read outside one transaction, that snapshot came back with no
+    # types at all (a census of nothing, which the analysis reads as a collapse).
+    from heapwatch import store
+
+    path = os.path.join(tmp_path, "run.sqlite")
+    w = Writer(path, meta={})
+    for i in range(1, 4):
+        w.write_snapshot(snap(i, i * 10))
+    committed = []
+
+    class Interleaved(sqlite3.Connection):
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+            cur = super().execute(sql, *args)
+            if "type_counts" in sql and not committed:
+                w.write_snapshot(snap(4, 40))  # between this table and the next ones
+                committed.append(4)
+            return cur
+
+    conn = sqlite3.connect(path, factory=Interleaved, isolation_level=None)
+    run = store._load(conn, path, store.SCHEMA_VERSION)
+    conn.close()
+    w.close()
+    assert committed == [4]
+    assert [s.seq for s in run.snapshots] == [1, 2, 3]  # the reader's view of the file
+    assert all(s.types for s in run.snapshots)
+    assert [s.seq for s in open_run(path).snapshots] == [1, 2, 3, 4]
+
+
 def test_writer_killed_mid_run_keeps_finished_snapshots(tmp_path: str) -> None:
     """A target that dies (os._exit, no close) leaves every committed snapshot readable."""
     code = textwrap.dedent(f"""
