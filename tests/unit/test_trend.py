@@ -155,6 +155,43 @@ def test_sawtooth_ending_just_after_a_clear_is_drained() -> None:
     assert t.drained
 
 
+# Live tuple counts of a steady service (a bounded LRU cache) every 0.5 s, taken by
+# heapwatch on a loaded machine: gc-tracked tuples pile up between two collections and
+# most go at the next one. Two teeth in the window rise in most intervals, the second
+# one a little above the first: every other test said "leak".
+GC_TEETH = [1587.0, 1644, 2065, 2175, 2378, 2441, 2120, 2367, 2451, 2511, 2530]
+GC_TEETH_2 = [1612.0, 1724, 2111, 2096, 2389, 2476, 2122, 2411, 2493, 2543, 2570]
+
+
+@pytest.mark.parametrize("ys", [GC_TEETH, GC_TEETH_2])
+def test_a_tooth_or_two_of_a_gc_sawtooth_is_not_a_leak(ys: list[float]) -> None:
+    t = assess(times(len(ys), 0.5), ys)
+    assert t.mk_p < DEFAULT.alpha and t.new_highs and not t.plateau and not t.drained
+    assert not t.growing
+    assert t.reason.startswith("sawtooth: 1 clear gave back most of the rise"), t.reason
+
+
+def test_a_sawtooth_whose_floor_rises_over_two_clears_is_a_leak() -> None:
+    # The same teeth, but each collection leaves 150 more behind: a leak under churn.
+    tooth = [0.0, 110, 310, 380]
+    ys = [300.0] * 2 + [1500 + v + 150 * k for k in range(3) for v in tooth]
+    t = assess(times(len(ys), 0.5), ys)
+    assert t.growing, t.reason
+
+
+def test_one_big_release_then_a_long_leak_is_a_leak() -> None:
+    # Freed a batch once (a clear), then leaks for long enough to be judged on its own.
+    ys = [1000.0 + 20 * i for i in range(10)] + [1000.0 + 10 * i for i in range(20)]
+    t = verdict(ys)
+    assert t.growing, t.reason
+
+
+def test_a_noisy_leak_has_no_clears() -> None:
+    lost = [seed for seed in range(200)
+            if verdict(noisy(seed, 40, 1000.0, 2.0, 3.0)).reason.startswith("sawtooth")]
+    assert lost == []
+
+
 def test_fill_then_plateau_is_not_growing() -> None:
     ys = [float(min(500, 25 * i)) for i in range(60)]  # bounded cache, full after 20
     t = verdict(ys)

@@ -12,7 +12,10 @@ A leak is not "the value went up". Each of these goes up and is *not* a leak:
 * a bounded cache that fills then plateaus -> the tail is flat (:func:`plateau`);
 * a sawtooth (a dict cleared now and then) -> the tail sets no new highs;
 * a spike that drains -> the series ends far below its peak (``drained``);
-* a single step up then flat -> the tail is flat, and sets no new highs.
+* a single step up then flat -> the tail is flat, and sets no new highs;
+* a sawtooth seen for a tooth or two (gc-tracked objects between collections, a buffer
+  between flushes) -> judged by its floors, the lowest value of each tooth, which must
+  rise over two clears at least, or by its last tooth alone when that is long enough.
 
 The statistics are rank based so that one wild sample cannot decide anything:
 Theil-Sen for the slope (:func:`theil_sen`), Mann-Kendall for significance
@@ -27,7 +30,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "DEFAULT",
@@ -57,6 +60,15 @@ _NEW_HIGH_NOISE = 0.5
 _NEW_HIGH_FULL = 0.5
 # Highs are k-th largest values, k = max(3, tail length / 10): robust to k - 1 outliers.
 _HIGH_RANK = 3
+# A "clear" (a sawtooth's fall: a collection, a flush, a drain) is a fall that gives back at
+# least this share of its tooth's rise (the tooth: the samples since the previous clear)...
+_CLEAR_GIVEBACK = 0.5
+# ...and this share of the window's whole range, lands at or below the tooth's median...
+_CLEAR_RANGE = 0.5
+# ...and is bigger than this many noise scales of the other steps, and than this many
+# times the biggest other fall (noise falls about as often and as far as it rises).
+_CLEAR_NOISE = 2.5
+_CLEAR_OVER_FALLS = 2.0
 # Running median windows (odd; the window at the last point holds at least 3 samples).
 _SMOOTH_MIN = 5
 _SMOOTH_MAX = 11
@@ -381,6 +393,8 @@ def assess(xs: Sequence[float], ys: Sequence[float], params: TrendParams = DEFAU
         reason = f"growth {_signed(growth)} below min_growth {_compact(params.min_growth)}"
     elif per_hour < params.min_per_hour:
         reason = f"{_signed(per_hour)}/h below min_per_hour {_compact(params.min_per_hour)}"
+    else:
+        reason = _sawtooth(px, py, params)
     growing = not reason
     if growing:
         reason = f"grew in {grew} of {intervals} intervals, {rate}, no plateau"
@@ -482,6 +496,60 @@ def _plateau(
     return slope > 0.0 and tail_slope < params.plateau_ratio * slope, tail_slope
 
 
+def _clears(py: list[float]) -> list[int]:
+    """Indices ``i`` where the fall ``py[i] -> py[i+1]`` is a clear (see ``_CLEAR_*``)."""
+    n = len(py)
+    span = max(py) - min(py) if n else 0.0
+    if n < 3 or span <= 0.0:
+        return []
+    found: list[int] = []
+    start = 0
+    for i in range(n - 1):
+        fall = py[i] - py[i + 1]
+        if fall <= 0.0:
+            continue
+        tooth = py[start : i + 1]
+        rise = py[i] - min(tooth)
+        if (rise > 0.0 and fall >= _CLEAR_GIVEBACK * rise and fall >= _CLEAR_RANGE * span
+                and py[i + 1] <= _median(tooth)):
+            found.append(i)
+            start = i + 1
+    if not found:
+        return []
+    falls = set(found)
+    others = [b - a for j, (a, b) in enumerate(itertools.pairwise(py)) if j not in falls]
+    floor = max(_CLEAR_NOISE * _step_noise(others),
+                _CLEAR_OVER_FALLS * max((-d for d in others if d < 0), default=0.0))
+    return [i for i in found if py[i] - py[i + 1] > floor]
+
+
+def _sawtooth(px: list[float], py: list[float], params: TrendParams) -> str:
+    """Why a series that passed every other test is still not growing: it has clears, and
+    neither its floors (the lowest value of each tooth after a clear) rose over two clears
+    or more (the last above the first, and up more often than down, pair by pair), nor
+    is its last tooth a leak on its own. A tooth or two of a sawtooth (gc-tracked tuples
+    between two collections) rises in most intervals and sets a new high by chance, so
+    they alone never make a leak. Empty when growing."""
+    clears = _clears(py)
+    if not clears:
+        return ""
+    # The teeth that follow a clear: the window may start anywhere in the first one.
+    bounds = [*(i + 1 for i in clears), len(py)]
+    floors = [min(py[a:b]) for a, b in itertools.pairwise(bounds)]
+    rises = sum((b > a) - (b < a) for a, b in itertools.combinations(floors, 2))
+    if len(floors) >= 2 and floors[-1] > floors[0] and rises > 0:
+        return ""  # every clear leaves more behind: a leak under a sawtooth
+    last = clears[-1] + 1
+    if len(py) - last >= params.min_samples:
+        if assess(px[last:], py[last:], replace(params, warmup_fraction=0.0)).growing:
+            return ""  # the last tooth alone is a leak
+    teeth = "clear" if len(clears) == 1 else "clears"
+    seen = (f"the floor went {_compact(floors[0])} → {_compact(floors[-1])}"
+            if len(floors) > 1 else f"the floor after it is {_compact(floors[0])}")
+    return (f"sawtooth: {len(clears)} {teeth} gave back most of the rise, {seen}; a "
+            f"sawtooth is a leak when its floor rises from clear to clear")
+
+
 def _tail_len(n: int, fraction: float) -> int:
     return min(n, max(3, math.ceil(n * fraction - 1e-9)))
 
@@ -496,7 +564,13 @@ def _noise(py: list[float]) -> float:
     ramp has no noise; a tiny repeating jitter (800, 801, 802, 800, ...) has some."""
     if len(py) < 3:
         return 0.0
-    steps = [b - a for a, b in itertools.pairwise(py)]
+    return _step_noise([b - a for a, b in itertools.pairwise(py)])
+
+
+def _step_noise(steps: list[float]) -> float:
+    """:func:`_noise` from the steps themselves."""
+    if len(steps) < 2:
+        return 0.0
     centre = _median(steps)
     spread = sorted(abs(d - centre) for d in steps)
     kept = spread[: max(1, len(spread) - len(spread) // 10)]
