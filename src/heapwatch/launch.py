@@ -27,6 +27,7 @@ from typing import Any
 
 import heapwatch
 from heapwatch.agent.sampler import AgentConfig
+from heapwatch.agent.sites import DEFAULT_SAMPLE_INTERVAL
 from heapwatch.api import run_meta
 from heapwatch.errors import AgentError, LaunchError, StoreError
 from heapwatch.model import Mark
@@ -153,12 +154,14 @@ def run(
     children: str = "all",
     show_names: bool = False,
     max_snapshots: int | None = None,
+    sample_interval: int | None = None,
 ) -> LaunchResult:
     """Run ``cmd`` under the agent until it exits, ``duration`` passes, the agent has taken
     ``max_snapshots`` snapshots, or the last of ``phases`` ends (their clock starts when
     the agent checks in). ``children``: which child processes get an agent too: ``all``
     (forked and exec'd Python children), ``fork`` (forked ones), ``none``; the others are
-    recorded from outside."""
+    recorded from outside. ``sample_interval``: the sampler's mean bytes between samples
+    (None: the agent's default)."""
     check_command(cmd)
     store_path = os.path.join(run_dir, STORE_NAME)
     meta = run_meta(list(cmd), interval, trace, trace_depth, "run", show_names)
@@ -172,7 +175,8 @@ def run(
     sock_path = os.path.join(sock_dir, "agent.sock")
     config = AgentConfig(store=store_path, interval=interval, trace=trace,
                          trace_depth=trace_depth, control=sock_path, children=children,
-                         show_names=show_names)
+                         show_names=show_names,
+                         sample_interval=sample_interval or DEFAULT_SAMPLE_INTERVAL)
     config_path = os.path.join(sock_dir, "agent-config.json")
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

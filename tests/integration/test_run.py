@@ -331,3 +331,23 @@ def test_plain_progress_in_a_log(tmp_path: Any) -> None:
     line = seen[-1]
     assert line.startswith("heapwatch: ") and "\r" not in line and "\x1b" not in line
     assert "RSS" in line and proc.returncode == 0, rest
+
+
+def test_sample_interval_reaches_the_agent_in_the_target(tmp_path: Any) -> None:
+    from heapwatch.agent import sites
+
+    if sites._native()[0] is None or os.environ.get("HEAPWATCH_NO_NATIVE"):
+        pytest.skip(f"no sampler: {sites._native()[1]}")
+    # The target reads its own sampler's interval: the flag crossed the process boundary.
+    script = write(tmp_path / "idle.py", """
+        import sys, time
+        import heapwatch._native as native
+        print(native.sampler_stats()["interval"], flush=True)
+        while True:
+            time.sleep(0.05)
+    """)
+    proc = heapwatch("run", "--sample-interval", "64KiB", "--interval", "0.2", "--snapshots",
+                     "3", "--out", str(tmp_path / "r"), "--", sys.executable, script)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.split()[0]) == 65536
+    assert report(str(tmp_path / "r"))["trace"]["sample_interval"] == 65536

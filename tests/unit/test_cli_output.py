@@ -79,6 +79,12 @@ def test_run_folders_are_named_after_the_script(cmd: list[str], name: str) -> No
     ["report", "/nonexistent-heapwatch", "--limit", "abc"],
     ["diff", "/nonexistent-heapwatch", "--top", "zero"],
     ["nosuchcommand"],
+    ["run", "--sample-interval", "12 parsecs", "--", "python", "x.py"],
+    ["run", "--sample-interval", "8", "--", "python", "x.py"],
+    ["run", "--sample-interval", "4GiB", "--", "python", "x.py"],
+    ["run", "--trace", "off", "--sample-interval", "1MiB", "--", "python", "x.py"],
+    ["soak", "--trace", "auto", "--sample-interval", "1MiB", "--", "python", "x.py"],
+    ["attach", "--trace", "on", "--sample-interval", "64KiB", "1"],
 ])
 def test_usage_errors_are_one_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:

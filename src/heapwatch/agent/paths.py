@@ -118,7 +118,7 @@ def dict_items(obj: Any) -> list[tuple[str, Any]]:
     core reads them as the interpreter does; without it, ``__dict__`` is read as before."""
     native = _native_attrs()
     if native:
-        got = native(obj)
+        got: list[tuple[str, Any]] | None = native(obj)
         if got is not None:
             return got
     try:

@@ -540,9 +540,9 @@ def _sawtooth(px: list[float], py: list[float], params: TrendParams) -> str:
     if len(floors) >= 2 and floors[-1] > floors[0] and rises > 0:
         return ""  # every clear leaves more behind: a leak under a sawtooth
     last = clears[-1] + 1
-    if len(py) - last >= params.min_samples:
-        if assess(px[last:], py[last:], replace(params, warmup_fraction=0.0)).growing:
-            return ""  # the last tooth alone is a leak
+    if len(py) - last >= params.min_samples and assess(
+            px[last:], py[last:], replace(params, warmup_fraction=0.0)).growing:
+        return ""  # the last tooth alone is a leak
     teeth = "clear" if len(clears) == 1 else "clears"
     seen = (f"the floor went {_compact(floors[0])} → {_compact(floors[-1])}"
             if len(floors) > 1 else f"the floor after it is {_compact(floors[0])}")

@@ -22,6 +22,7 @@ import heapwatch
 from heapwatch import redact
 from heapwatch.agent import registry
 from heapwatch.agent.sampler import AgentConfig
+from heapwatch.agent.sites import DEFAULT_SAMPLE_INTERVAL
 from heapwatch.api import run_meta
 from heapwatch.attach import diagnose
 from heapwatch.attach.base import Injection, Injector
@@ -67,6 +68,7 @@ class AttachOptions:
     start_timeout: float = 10.0
     tree: bool = False  # enter the Python descendants too; later forks get an agent
     show_names: bool = False
+    sample_interval: int | None = None  # the sampler's mean bytes; None: its default
 
 
 @dataclass
@@ -280,7 +282,9 @@ class Recorder:
                 _give(opts.run_dir, store, target.uid, target.gid)
             config = AgentConfig(store=store, interval=opts.interval, trace=opts.trace,
                                  trace_depth=opts.trace_depth, show_names=opts.show_names,
-                                 children="fork" if opts.tree else "none")
+                                 children="fork" if opts.tree else "none",
+                                 sample_interval=opts.sample_interval
+                                 or DEFAULT_SAMPLE_INTERVAL)
             self.ws = Workspace.create(config, target.uid if cross else None,
                                        target.gid if cross else None)
             self.guard = Guard(opts.pid, self.ws.path, self.ws.control)

@@ -59,16 +59,18 @@ from heapwatch.cli.options import DURATION, PID, following, metrics_options, tra
                    "command-line arguments) as they are instead of […].")
 @metrics_options
 def command(pid: int, duration: float | None, interval: float, out: str | None, trace: str,
-            trace_depth: int | None, method: str, python: str | None, start_timeout: float,
+            trace_depth: int | None, sample_interval: int | None, method: str,
+            python: str | None, start_timeout: float,
             force: bool, tree: bool, show_names: bool, metrics: str | None,
             retain: str | None) -> None:
     from heapwatch.analysis import analyze_run
     from heapwatch.attach.session import AttachOptions, record
-    from heapwatch.cli.options import finish
+    from heapwatch.cli.options import check_sample_interval, finish
     from heapwatch.durations import format_duration
     from heapwatch.model import default_trace_depth
     from heapwatch.rundir import default_run_dir
 
+    check_sample_interval(trace, sample_interval)
     if trace_depth is None:
         trace_depth = default_trace_depth(trace)
     run_dir = os.path.abspath(out or default_run_dir(_stem(pid)))
@@ -93,7 +95,7 @@ def command(pid: int, duration: float | None, interval: float, out: str | None, 
     opts = AttachOptions(pid=pid, run_dir=run_dir, interval=interval, duration=duration,
                          trace=trace, trace_depth=trace_depth, method=method, python=python,
                          force=force, start_timeout=start_timeout, tree=tree,
-                         show_names=show_names)
+                         show_names=show_names, sample_interval=sample_interval)
     with following(run_dir, interval, metrics, retain):
         result = record(opts, status=status if tty else None, notice=notice, started=started)
     if tty:

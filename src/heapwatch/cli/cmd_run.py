@@ -61,8 +61,8 @@ from heapwatch.cli.options import (
 @metrics_options
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float | None, duration: float | None, out: str | None, trace: str,
-            trace_depth: int | None, phases: tuple[str, ...], snapshots: int | None,
-            children: str, show_names: bool, metrics: str | None, retain: str | None,
-            cmd: tuple[str, ...]) -> None:
+            trace_depth: int | None, sample_interval: int | None, phases: tuple[str, ...],
+            snapshots: int | None, children: str, show_names: bool, metrics: str | None,
+            retain: str | None, cmd: tuple[str, ...]) -> None:
     sys.exit(execute(list(cmd), out, interval, duration, trace, trace_depth, phases, children,
-                     show_names, metrics, retain, snapshots))
+                     show_names, metrics, retain, snapshots, sample_interval))

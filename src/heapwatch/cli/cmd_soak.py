@@ -56,8 +56,8 @@ from heapwatch.cli.options import (
 @children_option
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def command(interval: float | None, duration: float | None, snapshots: int | None,
-            out: str | None, trace: str, trace_depth: int | None, phases: tuple[str, ...],
-            fail_on: str,
+            out: str | None, trace: str, trace_depth: int | None,
+            sample_interval: int | None, phases: tuple[str, ...], fail_on: str,
             budgets: tuple[str, ...], min_window: float, ignores: tuple[str, ...],
             junit: str | None, history_path: str | None, service: str | None, children: str,
             cmd: tuple[str, ...]) -> None:
@@ -78,7 +78,8 @@ def command(interval: float | None, duration: float | None, snapshots: int | Non
     if history_path and history.is_url(history_path):
         history.open_history(history_path).close()  # reachable before a long soak starts
     result, analysis = record(list(cmd), out, interval, duration, trace, trace_depth, phases,
-                              children, snapshots=snapshots)
+                              children, snapshots=snapshots,
+                              sample_interval=sample_interval)
     outcome = soak.judge(analysis, parsed, fail_set, patterns, history_path, min_window,
                          service)
     finish(analysis)

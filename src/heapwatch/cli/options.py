@@ -12,6 +12,7 @@ import click
 from heapwatch.durations import format_duration, parse_duration
 from heapwatch.errors import HeapwatchError
 from heapwatch.model import DEFAULT_TRACE, TRACE_MODES
+from heapwatch.units import fmt_bytes, parse_bytes
 
 
 class Duration(click.ParamType):  # type: ignore[type-arg]
@@ -38,12 +39,57 @@ TRACE_DEPTH_HELP = ("Frames kept per sampled or traced allocation [default: 16 w
                     "5 with auto, 1 with on].")
 
 
+SAMPLE_INTERVAL_HELP = ("With --trace sample: the mean number of bytes allocated between two "
+                        "sampled blocks, e.g. 64KiB or 2MiB [default: 512KiB]. Lower finds "
+                        "the site of a small leak sooner and costs more per allocation "
+                        "(bench/overhead.py --sweep).")
+#: The bounds of --sample-interval: one sample per allocated byte is tracing with extra
+#: steps; past 1 GiB a leak has to hold gigabytes before one of its blocks is sampled.
+SAMPLE_INTERVAL_BOUNDS = (64, 1 << 30)
+
+
+class Size(click.ParamType):  # type: ignore[type-arg]
+    """A number of bytes: ``4096``, ``64KiB``, ``2MB`` (binary units), within bounds."""
+
+    name = "size"
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int:
+        if isinstance(value, int):
+            n = value
+        else:
+            try:
+                n = round(parse_bytes(str(value)))
+            except ValueError:
+                self.fail(f"{value!r} is not a size: give bytes like 65536, 64KiB or 2MiB",
+                          param, ctx)
+        if not self.low <= n <= self.high:
+            self.fail(f"{value} is outside {fmt_bytes(self.low)}..{fmt_bytes(self.high)}",
+                      param, ctx)
+        return n
+
+
 def trace_options(f: Any) -> Any:
-    """``--trace`` and ``--trace-depth`` for the commands that put an agent in a target."""
+    """``--trace``, ``--trace-depth`` and ``--sample-interval`` for the commands that put an
+    agent in a target."""
+    f = click.option("--sample-interval", type=Size(*SAMPLE_INTERVAL_BOUNDS), default=None,
+                     help=SAMPLE_INTERVAL_HELP)(f)
     f = click.option("--trace-depth", type=click.IntRange(1, 100), default=None,
                      help=TRACE_DEPTH_HELP)(f)
     return click.option("--trace", type=click.Choice(TRACE_MODES), default=DEFAULT_TRACE,
                         show_default=True, help=TRACE_HELP)(f)
+
+
+def check_sample_interval(trace: str, sample_interval: int | None) -> None:
+    """--sample-interval means something only to the sampler."""
+    from heapwatch.errors import UsageError
+
+    if sample_interval is not None and trace != "sample":
+        raise UsageError(f"--sample-interval applies to --trace sample (the sampler), not to "
+                         f"--trace {trace}")
 
 
 SNAPSHOTS_HELP = ("Stop after this many snapshots: a count, not a clock (on a busy machine the "
@@ -147,7 +193,8 @@ def following(run_dir: str, interval: float, metrics: str | None, retain: str | 
 def execute(cmd: list[str], out: str | None, interval: float | None, duration: float | None,
             trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
             children: str = "all", show_names: bool = False, metrics: str | None = None,
-            retain: str | None = None, snapshots: int | None = None) -> int:
+            retain: str | None = None, snapshots: int | None = None,
+            sample_interval: int | None = None) -> int:
     """Run ``cmd`` under the agent, analyse, write the reports, print the summary;
     return the exit code for heapwatch. A second Ctrl-C leaves the run as it is: every
     snapshot taken is in its store, and ``heapwatch report`` writes the reports."""
@@ -157,7 +204,7 @@ def execute(cmd: list[str], out: str | None, interval: float | None, duration: f
     try:
         result, analysis = record(cmd, out, interval, duration, trace, trace_depth,
                                   phase_specs, children, show_names, metrics, retain, holder,
-                                  snapshots)
+                                  snapshots, sample_interval)
         finish(analysis)
     except KeyboardInterrupt:
         import signal
@@ -237,7 +284,8 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
            trace: str, trace_depth: int | None, phase_specs: tuple[str, ...] = (),
            children: str = "all", show_names: bool = False, metrics: str | None = None,
            retain: str | None = None, holder: dict[str, str] | None = None,
-           snapshots: int | None = None) -> tuple[Any, Any]:
+           snapshots: int | None = None, sample_interval: int | None = None
+           ) -> tuple[Any, Any]:
     """Run ``cmd`` under the agent and analyse the run: (LaunchResult, Analysis)."""
 
     from heapwatch import launch
@@ -252,6 +300,7 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
     if phases and (duration is not None or snapshots is not None):
         raise UsageError("use either --duration/--snapshots or --phase: a schedule ends after "
                          "its last phase")
+    check_sample_interval(trace, sample_interval)
     launch.check_command(cmd)
     for ph in phases:
         if ph.command:
@@ -291,7 +340,7 @@ def record(cmd: list[str], out: str | None, interval: float | None, duration: fl
         result = launch.run(cmd, run_dir, interval, duration, trace, trace_depth,
                             status=status if tty else plain, notice=notice, phases=phases,
                             children=children, show_names=show_names,
-                            max_snapshots=snapshots)
+                            max_snapshots=snapshots, sample_interval=sample_interval)
     if tty:
         click.echo("\r\x1b[2K", err=True, nl=False)
     for line in result.store_errors:
