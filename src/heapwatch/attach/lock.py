@@ -90,8 +90,32 @@ class AttachLock:
 
 
 def _read_holder(fd: int) -> int | None:
+    """The pid holding the lock on ``fd``'s file: from the kernel's own table of locks
+    (set in the same step as the lock), else from what the holder wrote in the file,
+    which it can only do just after it got the lock (a racer may read it empty)."""
+    held = _kernel_holder(fd)
+    if held is not None:
+        return held
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def _kernel_holder(fd: int) -> int | None:
+    """The pid /proc/locks gives for the flock on ``fd``'s file (device and inode), or
+    None (no /proc, another kernel, a holder in another pid namespace: pid 0 or -1)."""
+    try:
+        st = os.fstat(fd)
+        key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2425064 0 EOF"; waiters have "->"
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key:
+                    pid = int(fields[4]) if fields[4].isdigit() else 0
+                    return pid if pid > 0 else None
+    except (OSError, ValueError):
+        pass
+    return None
