@@ -319,7 +319,7 @@ def run(
         store(lambda: writer.end_process(proc.pid, time.time(), "exit",
                                          exit_code=code if code >= 0 else None,
                                          exit_signal=-code if code < 0 else None))
-    disk_full = writer.full or _disk_full(run_dir)  # before the reserve makes room again
+    disk_full = writer.full or disk_is_full(run_dir)  # before the reserve makes room again
     writer.release_reserve()
     store(lambda: writer.set_meta({"launch": {
         "exit_code": code, "ended_by": ended_by, "checked_in": checked_in,
@@ -330,7 +330,7 @@ def run(
     return LaunchResult(run_dir, code, ended_by, checked_in, reason, error, store_errors)
 
 
-def _disk_full(directory: str) -> bool:
+def disk_is_full(directory: str) -> bool:
     """True when the filesystem of ``directory`` has no room left for us."""
     try:
         st = os.statvfs(directory)

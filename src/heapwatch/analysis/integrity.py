@@ -39,7 +39,7 @@ def store_problems(run: RunData) -> list[str]:
                    + (f" ({'; '.join(failed[:3])})" if failed else ""))
     elif failed:
         out.append(f"snapshots failed: {'; '.join(failed[:3])}")
-    if (run.meta.get("launch") or {}).get("disk_full"):
+    if any((run.meta.get(k) or {}).get("disk_full") for k in ("launch", "attach")):
         out.append("the disk was full when the run ended: snapshots taken after it filled "
                    "were not stored" + ("" if run.meta.get("agent_stopped") else
                                         ", the agent's final one included"))

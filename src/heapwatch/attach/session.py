@@ -44,7 +44,7 @@ from heapwatch.attach.remote_exec import (
     interpreter_for,
 )
 from heapwatch.errors import AgentError
-from heapwatch.launch import Interrupted, send_command
+from heapwatch.launch import RESERVE_BYTES, Interrupted, disk_is_full, send_command
 from heapwatch.observe import parent_pid
 from heapwatch.rundir import prepare_run_dir
 from heapwatch.store import STORE_NAME, LiveReader, Writer
@@ -277,7 +277,8 @@ class Recorder:
         cross = target.uid != self.me.uid
         self.given = cross
         try:
-            self.writer = Writer(store, meta={"run": meta})
+            # room for the last metadata and the reports when the disk fills (as run)
+            self.writer = Writer(store, meta={"run": meta}, reserve=RESERVE_BYTES)
             if cross:
                 _give(opts.run_dir, store, target.uid, target.gid)
             config = AgentConfig(store=store, interval=opts.interval, trace=opts.trace,
@@ -463,6 +464,11 @@ class Recorder:
                     if observer is not None:
                         observer.poll(now)
                     stopped = reader.meta("agent_stopped")
+                    if stopped is None and self._agent_gone():
+                        # it removed its socket when it ended; its goodbye, written before,
+                        # is missing only when the store could not take it (a full disk)
+                        stopped = reader.meta("agent_stopped") or {"reason": "stop"}
+                        self.log["agent_gone_t"] = time.time()
                     if stopped is not None:  # heapwatch stop PID, or the target's exit
                         ended_by = "exit" if stopped.get("reason") == "exit" else "stopped"
                         break
@@ -512,12 +518,17 @@ class Recorder:
         finally:
             reader.close()
 
+    def _agent_gone(self) -> bool:
+        """True when the root agent has ended: an agent removes its control socket last."""
+        return self.ws is not None and not os.path.exists(self.ws.control)
+
     def _stop_agent(self, reader: LiveReader) -> None:
         assert self.ws is not None
         if self.opts.tree:
             self._stop_tree(reader)
             return
-        if reader.meta("agent_stopped") is not None or not alive(self.opts.pid):
+        if (reader.meta("agent_stopped") is not None or not alive(self.opts.pid)
+                or self._agent_gone()):
             return
         try:
             reply = send_command(self.ws.control, "stop", timeout=60.0)
@@ -565,9 +576,11 @@ class Recorder:
                         f"{self.opts.pid} has not run yet; it removes the directory when it "
                         f"runs")
         if self.writer is not None:
+            full = self.writer.full or disk_is_full(self.opts.run_dir)  # before the release
+            self.writer.release_reserve()
             if self.log:
                 self.log.update(state="ended" if self.log.get("state") == "started" else "failed",
-                                ended=_now_iso(), attempts=self.attempts)
+                                ended=_now_iso(), attempts=self.attempts, disk_full=full)
                 try:
                     self.writer.set_meta({"attach": self.log})
                 except Exception:
