@@ -9,7 +9,8 @@ thread can run (see ``census.py`` for the pure-Python one, ``_native/census.c`` 
 The extension is ABI-specific and ``heapwatch attach`` may inject the agent into another
 Python than the one heapwatch was installed with, so :func:`load_native` checks before it
 imports and falls back silently: it never raises. ``HEAPWATCH_NO_NATIVE=1`` in the
-target's environment turns the native core off (it also skips building it at install).
+target's environment turns the native core off (it also skips building it at install);
+for ``heapwatch attach``, in the attach's environment (the agent config carries it).
 
 Example::
 
@@ -49,9 +50,11 @@ class CoreInfo:
 
 _loaded: tuple[ModuleType | None, str | None] | None = None
 _forced: str | None = None
+_forced_why = "the python core was chosen"
 
 
-def _env_disabled() -> bool:
+def disabled_by_env() -> bool:
+    """True when ``HEAPWATCH_NO_NATIVE`` (set and not 0) turns the native core off here."""
     return os.environ.get(NO_NATIVE_ENV, "").strip() not in ("", "0")
 
 
@@ -71,7 +74,7 @@ def load_native() -> tuple[ModuleType | None, str | None]:
 
 
 def _load() -> tuple[ModuleType | None, str | None]:
-    if _env_disabled():
+    if disabled_by_env():
         return None, f"{NO_NATIVE_ENV} is set"
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
     if sys.implementation.name != "cpython":
@@ -103,17 +106,23 @@ def _load() -> tuple[ModuleType | None, str | None]:
     return mod, None
 
 
-def use(name: str | None) -> None:
+def use(name: str | None, why: str = "the python core was chosen") -> None:
     """Force a core ("native" or "python"; None: the automatic choice) — for tests and
-    benchmarks. Raises AgentError when the native core cannot run here."""
-    global _forced
+    benchmarks, and an attach under HEAPWATCH_NO_NATIVE (``why`` is what the reports say
+    for a forced python core). Raises AgentError when the native core cannot run here."""
+    global _forced, _forced_why
     if name not in (None, *CORES):
         raise AgentError(f"core must be one of {', '.join(CORES)}, not {name!r}")
     if name == "native":
-        mod, why = load_native()
+        mod, reason = load_native()
         if mod is None:
-            raise AgentError(f"the native core cannot run here: {why}")
-    _forced = name
+            raise AgentError(f"the native core cannot run here: {reason}")
+    _forced, _forced_why = name, why
+
+
+def forced() -> str | None:
+    """The core :func:`use` forced (None: the automatic choice)."""
+    return _forced
 
 
 def _native() -> ModuleType | None:
@@ -131,7 +140,7 @@ def native() -> ModuleType | None:
 def info() -> CoreInfo:
     """The core that runs, and why it is not the native one."""
     if _forced == "python":
-        return CoreInfo("python", "the python core was chosen")
+        return CoreInfo("python", _forced_why)
     mod, why = load_native()
     return CoreInfo("native", None) if mod is not None else CoreInfo("python", why)
 

@@ -88,8 +88,13 @@ class AgentConfig:
     show_names: bool = False  # secret-looking names as they are (heapwatch.redact)
     trace_pause_budget_s: float = pausebudget.DEFAULT_BUDGET_S  # longest traced snapshot
     run_meta: dict[str, Any] | None = field(default=None, compare=False)
+    # "python": this agent runs the pure-Python core whatever loads (attach under
+    # HEAPWATCH_NO_NATIVE, which the target's own environment does not carry)
+    core: str | None = None
 
     def __post_init__(self) -> None:
+        if self.core not in (None, "python"):
+            raise AgentError(f"core must be python or unset, not {self.core!r}")
         if self.trace not in TRACE_MODES:
             raise AgentError(f"trace must be one of {', '.join(TRACE_MODES)}, not {self.trace!r}")
         for name in ("interval", "discover_budget_s"):
@@ -198,10 +203,14 @@ class Agent:
         self._fork_filter: tuple[Any, ...] | None = None
         self._fork_filter_until = 0.0
         self.inherited_tracing = False  # a forked child's parent agent had tracemalloc on
+        self._core_before: tuple[str | None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.config
+        if cfg.core == "python" and core.forced() != "python":
+            self._core_before = (core.forced(),)  # given back when this agent ends
+            core.use("python", why=f"{core.NO_NATIVE_ENV} is set for the attach")
         self._writer = Writer(cfg.store, meta={"run": cfg.run_meta} if cfg.run_meta else None)
         self._own_ids.update(self._writer.internal_ids())
         self._own_ids.update(process.own_ids())
@@ -322,6 +331,11 @@ class Agent:
                 except BaseException:
                     pass
                 self._close_fds()
+                if self._core_before is not None:
+                    try:
+                        core.use(self._core_before[0])
+                    except BaseException:
+                        pass
                 registry.unregister(self.pid)
                 _unregister(self)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import heapwatch
 from heapwatch import redact
-from heapwatch.agent import registry
+from heapwatch.agent import core, registry
 from heapwatch.agent.sampler import AgentConfig
 from heapwatch.agent.sites import DEFAULT_SAMPLE_INTERVAL
 from heapwatch.api import run_meta
@@ -285,7 +285,8 @@ class Recorder:
                                  trace_depth=opts.trace_depth, show_names=opts.show_names,
                                  children="fork" if opts.tree else "none",
                                  sample_interval=opts.sample_interval
-                                 or DEFAULT_SAMPLE_INTERVAL)
+                                 or DEFAULT_SAMPLE_INTERVAL,
+                                 core="python" if core.disabled_by_env() else None)
             self.ws = Workspace.create(config, target.uid if cross else None,
                                        target.gid if cross else None)
             self.guard = Guard(opts.pid, self.ws.path, self.ws.control)
