@@ -504,16 +504,18 @@ def _clears(py: list[float]) -> list[int]:
         return []
     found: list[int] = []
     start = 0
+    low = py[0]  # the tooth's lowest value so far: one pass, not a min() per fall
     for i in range(n - 1):
+        low = min(low, py[i])
         fall = py[i] - py[i + 1]
         if fall <= 0.0:
             continue
-        tooth = py[start : i + 1]
-        rise = py[i] - min(tooth)
+        rise = py[i] - low
         if (rise > 0.0 and fall >= _CLEAR_GIVEBACK * rise and fall >= _CLEAR_RANGE * span
-                and py[i + 1] <= _median(tooth)):
+                and py[i + 1] <= _median(py[start : i + 1])):
             found.append(i)
             start = i + 1
+            low = py[i + 1]
     if not found:
         return []
     falls = set(found)
