@@ -263,6 +263,7 @@ def _interrupt(tmp_path: Any, body: str, times: int) -> tuple[int, str, bool, st
     (exit code, run directory, whether heapwatch left its target running, stderr after the
     first Ctrl-C). A target left running is killed here: it holds heapwatch's stderr open."""
     import signal
+    import subprocess
 
     proc, out, pid = _start_run(tmp_path, "import os, signal, time\n" + body
                                 + "print(os.getpid(), flush=True)\n"
@@ -274,7 +275,20 @@ def _interrupt(tmp_path: Any, body: str, times: int) -> tuple[int, str, bool, st
         seen = "".join(_readline_until(proc.stderr, "stopping: final snapshot"))
         if times > 1:
             proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # heapwatch prints its threads' stacks
+            try:
+                proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            _, stacks = proc.communicate()
+            raise AssertionError(f"heapwatch did not exit within 120 s of the Ctrl-C; where "
+                                 f"it was:\n{seen}{stacks[-6000:]}") from None
         left = _alive(pid)
         if left:
             os.kill(pid, signal.SIGKILL)

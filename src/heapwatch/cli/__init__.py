@@ -69,9 +69,24 @@ def fail(message: str, code: int = 2) -> None:
 _RUNS_A_COMMAND = ("run", "soak")
 
 
+def _stacks_on_sigusr1() -> None:
+    """``kill -USR1 <heapwatch>`` prints where each of heapwatch's threads is (stderr), for
+    a heapwatch that seems stuck. Only in the command itself, never in a target: heapwatch's
+    own process, not one it is watching."""
+    import faulthandler
+    import signal
+
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, RuntimeError, OSError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Every error is one line on stderr (``heapwatch: error: ...``) and a non-zero exit."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        _stacks_on_sigusr1()
     try:
         return cli.main(args=args, prog_name="heapwatch", standalone_mode=False)
     except HeapwatchError as exc:
