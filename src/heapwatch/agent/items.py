@@ -31,15 +31,19 @@ def _newest(obj: Any, k: int) -> list[tuple[Any, Any]]:
     """The ``k`` newest items, newest first (a set's in no order), each as (item, fallback):
     for a dict the value, and its key to try when the value has no traceback (a cached small
     int, an interned string)."""
+    # Each container is read in one C call (list() over C iterators): the target's threads
+    # change their containers as they please, and an iteration driven from Python code can
+    # lose the GIL between two items ("deque mutated during iteration": 500 threads
+    # waking from one Event empty its Condition's deque of waiters).
     t = type(obj)
     if issubclass(t, dict):
-        return [(v, key) for key, v in islice(reversed(dict.items(obj)), k)]
+        return [(v, key) for key, v in list(islice(reversed(dict.items(obj)), k))]
     if issubclass(t, list):
         return [(v, None) for v in reversed(list.__getitem__(obj, slice(-k, None)))]
     if issubclass(t, deque):
-        return [(v, None) for v in islice(deque.__reversed__(obj), k)]
+        return [(v, None) for v in list(islice(deque.__reversed__(obj), k))]
     if issubclass(t, set):
-        return [(v, None) for v in islice(set.__iter__(obj), k)]
+        return [(v, None) for v in list(islice(set.__iter__(obj), k))]
     return []
 
 
