@@ -452,7 +452,13 @@ def _walk(
         tmod = t.__dict__.get("__module__")
         if isinstance(tmod, str) and tmod.startswith(skip_prefix):
             continue
-        for kind, key, child in _children(obj, info_cache):
+        try:
+            kids = _children(obj, info_cache)
+        except RuntimeError:
+            # A target thread changed it while we read it ("dictionary changed size during
+            # iteration"): not walked below this time, the walk goes on.
+            continue
+        for kind, key, child in kids:
             if id(child) not in visited:
                 parent.append(node)
                 kinds.append(kind)
