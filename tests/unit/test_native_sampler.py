@@ -253,7 +253,10 @@ def test_sample_mode_leaves_the_targets_tracemalloc_alone(tmp_path: Any, monkeyp
     monkeypatch.setattr(sites, "take_raw", no_traces)
     tracemalloc.start(1)  # the target's
     try:
-        agent = Agent(AgentConfig(store=str(tmp_path / "run.sqlite"), interval=3600.0))
+        # 2 MB at the line, sampled every ~64 KiB: ~31 samples expected, none with
+        # probability e^-31 (at the default 512 KiB it was e^-3.8, 2%: a CI run met it)
+        agent = Agent(AgentConfig(store=str(tmp_path / "run.sqlite"), interval=3600.0,
+                                  sample_interval=64 * 1024))
         agent.start()
         try:
             keep = allocate(2000, 1000)
