@@ -12,27 +12,9 @@ import sys
 from typing import Any
 
 from faultkit import fill, need_root, small_fs, wait_for, write
-from test_case21_22_attach import attach, env_for, finish, python311
+from test_case21_22_attach import TARGET, attach, env_for, finish, python311
 
 from heapwatch.store import LiveReader, open_run
-
-TARGET = """
-    import signal, time
-
-    class Wake(Exception):
-        pass
-
-    def wake(signum, frame):
-        raise Wake
-
-    signal.signal(signal.SIGUSR1, wake)
-    print("ready", flush=True)
-    try:
-        time.sleep(600)
-    except Wake:
-        pass
-    print("woke", flush=True)
-"""
 
 
 def stored(store: str) -> int:
@@ -83,4 +65,4 @@ def test_case07_disk_full_attach_keeps_what_it_stored_and_writes_reports(
                 rec.communicate()
             if target.poll() is None:
                 os.kill(target.pid, signal.SIGCONT)
-        assert finish(target) == (0, "woke\n", "")
+        assert finish(target) == (0, "woke ['MainThread']\n", "")
