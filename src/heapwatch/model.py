@@ -83,6 +83,11 @@ class ItemSample:
     user_site: str | None = None
     item_bytes: int = 0
     inferred: bool = False  # the site is a field's (the item itself had no trace)
+    # where ``site`` comes from: "own" (the item's block, or a field's when inferred),
+    # "storage" (its container's storage, where that last grew: a stand-in for items with no
+    # sample of their own) or "recycled" (the block of an item of a free-list type, which
+    # another line may have allocated first: weak evidence, sampling only)
+    evidence: str = "own"
 
 
 @dataclass(frozen=True, slots=True)

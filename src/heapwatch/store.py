@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS container_lens (
 CREATE TABLE IF NOT EXISTS item_samples (
     snapshot_id INTEGER NOT NULL, key_id INTEGER NOT NULL, item_type_id INTEGER NOT NULL,
     sampled INTEGER NOT NULL, site_id INTEGER, user_site_id INTEGER, item_bytes INTEGER NOT NULL,
-    inferred INTEGER);
+    inferred INTEGER, evidence INTEGER);
 CREATE TABLE IF NOT EXISTS marks (
     id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, t REAL NOT NULL, phase TEXT NOT NULL,
     source TEXT NOT NULL);
@@ -453,10 +453,11 @@ class Writer:
         rows += [(sid, ids[k], ids[k], CONTAINER_GONE, 0, None, None) for k in plan.gone]
         cur.executemany("INSERT OR REPLACE INTO container_lens VALUES (?,?,?,?,?,?,?)", rows)
         cur.executemany(
-            "INSERT INTO item_samples VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO item_samples VALUES (?,?,?,?,?,?,?,?,?)",
             [
                 (sid, ids[i.key], ids[i.item_type], i.sampled, opt(i.site),
-                 opt(i.user_site), i.item_bytes, int(i.inferred))
+                 opt(i.user_site), i.item_bytes, int(i.inferred),
+                 _EVIDENCE_CODES.get(i.evidence))
                 for i in snap.items
             ],
         )
@@ -614,11 +615,22 @@ class Writer:
         return self._conn is None and not self._parked
 
 
+# item_samples.evidence: ItemSample.evidence by its index (NULL, in a store from before the
+# column: the item's own)
+_EVIDENCE = ("own", "storage", "recycled")
+_EVIDENCE_CODES = {e: i for i, e in enumerate(_EVIDENCE)}
+
+
+def _evidence(code: int | None) -> str:
+    return _EVIDENCE[code] if code is not None and 0 <= code < len(_EVIDENCE) else "own"
+
+
 # Nullable columns added to the schema after version 2 was first written (a store of a
 # heapwatch from before them gets them when a writer opens it): (table, column, type).
 _ADDED_COLUMNS = (("snapshots", "cpu_s", "REAL"), ("snapshots", "base_id", "INTEGER"),
                   ("snapshots", "alloc_bytes", "INTEGER"),
-                  ("container_lens", "bound", "INTEGER"), ("item_samples", "inferred", "INTEGER"))
+                  ("container_lens", "bound", "INTEGER"), ("item_samples", "inferred", "INTEGER"),
+                  ("item_samples", "evidence", "INTEGER"))
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
@@ -871,9 +883,10 @@ def _load_tables(conn: sqlite3.Connection, path: str, version: int) -> RunData:
     r.dangling("container lengths", lost)
     items: dict[int, list[ItemSample]] = {}
     lost = 0
-    for sid, kid, tid, sampled, site, usite, nbytes, inferred in r.rows(
+    for sid, kid, tid, sampled, site, usite, nbytes, inferred, evidence in r.rows(
         "item_samples", "snapshot_id:int, key_id:int, item_type_id:int, sampled:int,"
-        " site_id:int?, user_site_id:int?, item_bytes:int, inferred:int?", "item samples"
+        " site_id:int?, user_site_id:int?, item_bytes:int, inferred:int?, evidence:int?",
+        "item samples"
     ):
         key, itype, isite, iusite = (names.get(kid), names.get(tid), names.get(site),
                                      names.get(usite))
@@ -882,7 +895,8 @@ def _load_tables(conn: sqlite3.Connection, path: str, version: int) -> RunData:
             lost += 1
         else:
             items.setdefault(sid, []).append(ItemSample(key, itype, sampled, isite, iusite,
-                                                        nbytes, bool(inferred)))
+                                                        nbytes, bool(inferred),
+                                                        _evidence(evidence)))
     r.dangling("item samples", lost)
     snaps = []
     # A delta is rebuilt from its keyframe, which was written (so numbered) before it:

@@ -290,7 +290,8 @@ def test_a_store_without_the_later_columns_is_read_and_written(tmp_path: Any) ->
     w.close()
     sql(path, "ALTER TABLE snapshots DROP COLUMN base_id",
         "ALTER TABLE snapshots DROP COLUMN cpu_s", "ALTER TABLE container_lens DROP COLUMN bound",
-        "ALTER TABLE item_samples DROP COLUMN inferred")
+        "ALTER TABLE item_samples DROP COLUMN inferred",
+        "ALTER TABLE item_samples DROP COLUMN evidence")
     old = open_run(path).snapshots
     assert len(old) == 1 and old[0].process.cpu_s is None
     assert {c.bound for c in old[0].containers} == {None}

@@ -7,6 +7,8 @@ from typing import Any
 
 from heapwatch.analysis import analyze
 from heapwatch.model import ContainerStat, ItemSample, ProcessStat, Snapshot
+from heapwatch.report.html import render_html
+from heapwatch.report.markdown import render_markdown
 from heapwatch.store import RunData
 
 MB = 1024 * 1024
@@ -98,6 +100,54 @@ def test_a_stdlib_allocation_names_the_users_line() -> None:
     f = analyze(run).findings[0]
     assert f.site == "app.py:55"
     assert f.alloc_site == "/usr/lib/python3.11/asyncio/base_events.py:436"
+
+
+def test_the_items_own_site_beats_their_containers_storage_however_often_it_stood_in() -> None:
+    """A sampled run: the newest items are small and rarely sampled, so most snapshots lend
+    the list storage's site (the append) to one unsampled item; a few snapshots see items
+    sampled where they were made. The items' own line is the site; the append stays in the
+    item list, marked as the storage's."""
+    def items(i: int) -> list[ItemSample]:
+        if i % 8 == 3:  # evidence in 5 snapshots of 40, 2 items each
+            return [ItemSample("app.ERRORS", "ValueError", 2, "/srv/app/validate.py:31", None,
+                               900)]
+        return [ItemSample("app.ERRORS", "ValueError", 1, "/srv/app/app.py:37", None, 900,
+                           evidence="storage")]
+
+    run = run_of(40, containers=[("app.ERRORS", "list", lambda i: 200 + 20 * i)], items=items)
+    a = analyze(run)
+    f = a.findings[0]
+    assert (f.path, f.site) == ("app.ERRORS", "validate.py:31")  # 10 votes against 35
+    assert [(i["site"], i["sampled"], i["site_from_storage"]) for i in f.items] == [
+        ("validate.py:31", 10, False), ("app.py:37", 35, True)]
+    assert "allocated at validate.py:31" in f.evidence
+    assert "| `ValueError` | `app.py:37` (where the container grew) | 35 |" in render_markdown(a)
+    assert "<code>app.py:37</code> (where the container grew)" in render_html(a)
+    # no item ever sampled: the storage's site is the best there is, and says what it is
+    run = run_of(40, containers=[("app.ERRORS", "list", lambda i: 200 + 20 * i)],
+                 items=lambda i: [ItemSample("app.ERRORS", "int", 1, "/srv/app/app.py:37",
+                                             None, 28, evidence="storage")])
+    f = analyze(run).findings[0]
+    assert f.site == "app.py:37" and f.items[0]["site_from_storage"]
+    assert "put there at app.py:37, where the list last grew" in f.evidence
+
+
+def test_a_free_list_types_own_block_is_weak_evidence_beside_the_storage() -> None:
+    """Floats in a dict: while the dict's storage went unsampled, the floats' own blocks
+    named lines that freed floats first (free-list reuse). Weak against weak, the counts
+    decide: the storage's line, sampled in more snapshots, is the site."""
+    def items(i: int) -> list[ItemSample]:
+        if i % 3 == 0:
+            return [ItemSample("app.PENDING", "float", 6, f"/srv/app/app.py:{46 + i % 2}",
+                               None, 24, evidence="recycled")]
+        return [ItemSample("app.PENDING", "float", 8, "/srv/app/app.py:38", None, 24,
+                           evidence="storage")]
+
+    run = run_of(40, containers=[("app.PENDING", "dict", lambda i: 200 + 50 * i)], items=items)
+    f = analyze(run).findings[0]
+    assert f.site == "app.py:38"
+    assert [(i["site"], i["site_from_storage"]) for i in f.items] == [
+        ("app.py:38", True), ("app.py:46", False), ("app.py:47", False)]
 
 
 def test_an_unnamed_container_is_still_reported() -> None:

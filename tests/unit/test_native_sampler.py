@@ -475,12 +475,23 @@ def test_the_containers_storage_sites_a_batch_with_no_evidence_only(monkeypatch:
     storage = (f"{APP}:50", None)
     blind = items._group("jobs", [(True, None), (7, None), (8, None)], "app", True, storage)
     # the storage's one sample stands for one item, the newest (first), not the batch
-    assert sorted((s.item_type, s.site or "", s.sampled, s.inferred) for s in blind) == [
-        ("bool", f"{APP}:50", 1, False), ("int", "", 2, False)]
+    # (marked as the storage's: analysis prefers any site the items gave themselves)
+    assert sorted((s.item_type, s.site or "", s.sampled, s.inferred, s.evidence)
+                  for s in blind) == [("bool", f"{APP}:50", 1, False, "storage"),
+                                      ("int", "", 2, False, "own")]
     # some evidence in the batch: the items without any stay unsited
     mixed = items._group("jobs", [(job, None), (True, None)], "app", True, storage)
     assert {s.site for s in mixed if s.item_type == "bool"} == {None}
-    assert {s.site for s in mixed if s.item_type != "bool"} == {f"{APP}:12"}
+    assert {(s.site, s.evidence) for s in mixed if s.item_type != "bool"} == {
+        (f"{APP}:12", "own")}
+    # items of a free-list type take the storage's site, marked so, whatever they carry;
+    # with the storage unsampled, their own block's line is kept as weak evidence
+    pair = (job, 1.5)
+    items = fake_evidence(monkeypatch, {id(pair): [(APP, 20)]})
+    got = items._group("jobs", [(pair, None)], "app", True, storage)
+    assert [(s.item_type, s.site, s.evidence) for s in got] == [("tuple", f"{APP}:50", "storage")]
+    got = items._group("jobs", [(pair, None)], "app", True, (None, None))
+    assert [(s.item_type, s.site, s.evidence) for s in got] == [("tuple", f"{APP}:20", "recycled")]
 
 
 @needs_sampler

@@ -20,7 +20,9 @@ def snap(seq: int, n: int) -> Snapshot:
         process=ProcessStat(rss=10_000_000 + seq, fds=7, threads=2, gc_collections=(1, 2, 3)),
         types={"dict": 100 + n, "app.Thing": n}, sites={"app.py:3": (n, n * 10)},
         containers=(ContainerStat("app.CACHE", "dict", n, 0, "app.CACHE"),),
-        items=(ItemSample("app.CACHE", "float", 4, "app.py:3", None, 24),),
+        items=(ItemSample("app.CACHE", "float", 4, "app.py:3", None, 24),
+               ItemSample("app.CACHE", "int", 1, "app.py:9", None, 28, evidence="storage"),
+               ItemSample("app.CACHE", "tuple", 1, "app.py:7", None, 56, evidence="recycled")),
         errors=("census: ValueError at x.py:1",) if seq == 2 else (),
     )
 
@@ -40,7 +42,7 @@ def test_roundtrip(tmp_path: str) -> None:
     assert s3.types == {"dict": 130, "app.Thing": 30}
     assert s3.sites == {"app.py:3": (30, 300)}
     assert s3.containers == (ContainerStat("app.CACHE", "dict", 30, 0, "app.CACHE"),)
-    assert s3.items[0].site == "app.py:3"
+    assert s3.items == snap(3, 30).items  # each with where its site came from
     assert s3.process.gc_collections == (1, 2, 3)
     assert run.snapshots[1].errors == ("census: ValueError at x.py:1",)
     assert [m.phase for m in run.marks] == ["load"]

@@ -147,7 +147,7 @@ def test_version_1_stores_are_read_and_never_appended_to(tmp_path: Any) -> None:
     conn.execute("DROP TABLE processes")
     # and the nullable columns added in version 2 (a version-1 file never had them)
     for table, column in (("snapshots", "cpu_s"), ("container_lens", "bound"),
-                          ("item_samples", "inferred")):
+                          ("item_samples", "inferred"), ("item_samples", "evidence")):
         conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     conn.commit()

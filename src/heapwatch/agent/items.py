@@ -24,7 +24,8 @@ from heapwatch.agent.sites import (
 from heapwatch.model import ItemSample
 
 _ATOMIC = (type(None), bool, int, str, bytes)
-_Group = tuple[str, str | None, str | None, bool]  # item type, site, user site, inferred
+# item type, site, user site, inferred (a field's site), evidence (ItemSample.evidence)
+_Group = tuple[str, str | None, str | None, bool, str]
 
 
 def _newest(obj: Any, k: int) -> list[tuple[Any, Any]]:
@@ -226,6 +227,7 @@ def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool,
         blind = not any(s for s, _, _ in found)
         for i, ((item, _), (site, user, inferred)) in enumerate(
                 zip(items, found, strict=True)):
+            evidence = "own"
             if storage is not None and storage[0] is not None and (
                     (blind and i == 0) or type(item) in _RECYCLED):
                 # a free-list type's own sample may be another line's block. A batch with
@@ -234,15 +236,18 @@ def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool,
                 # newest items all went unsampled does not outweigh the items sampled in
                 # the others
                 site, user, inferred = *storage, False
+                evidence = "storage"
+            elif storage is not None and site is not None and type(item) in _RECYCLED:
+                evidence = "recycled"  # the storage unsampled: its own block, for what it is
             if site is not None and is_own(site.rpartition(":")[0]):
                 continue  # the agent's own object (a type sample can catch one)
-            g = (_item_type(item, stem), site, user, inferred)
+            g = (_item_type(item, stem), site, user, inferred, evidence)
             groups[g] += 1
             if sized[g] < 8:  # the mean size of a group from its first few items
                 sized[g] += 1
                 # ids allocate under tracemalloc: a smaller bound keeps a traced snapshot short
                 sizes[g] += deep_size(item, traced, 400 if traced else 2000)
-        return [ItemSample(key, g[0], n, g[1], g[2], sizes[g] // max(sized[g], 1), g[3])
+        return [ItemSample(key, g[0], n, g[1], g[2], sizes[g] // max(sized[g], 1), g[3], g[4])
                 for g, n in groups.most_common()]
     finally:
         del items

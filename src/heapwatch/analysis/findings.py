@@ -461,16 +461,25 @@ def judge(xs: list[float], ys: list[float], tp: TrendParams, work: Work | None
 
 # -- containers ------------------------------------------------------------------------------
 def _item_list(items: Counter[tuple[str, str | None, str | None]], cwd: str | None,
-               inferred: set[str] | None = None) -> list[dict[str, Any]]:
-    """Sampled items grouped by (type, site), sited ones first. ``site`` is the first frame
-    in the user's code when the allocation itself happened inside the stdlib or a library
+               inferred: set[str] | None = None, stand_ins: set[str] | None = None,
+               storage: set[str] | None = None) -> list[dict[str, Any]]:
+    """Sampled items grouped by (type, site), sited ones first, and of those the ones whose
+    site is the items' own before the ones with only weak evidence (``stand_ins``): their
+    container's storage's site (``site_from_storage``: the line where it last grew, standing
+    in for items that carry no sample of their own) or a free-list type's block. However
+    many snapshots lent the storage's site to an unsampled newest item, a site sampled from
+    the items themselves says more about where they come from. ``site`` is the first frame in
+    the user's code when the allocation itself happened inside the stdlib or a library
     (``alloc_site``); ``site_inferred`` when it is a field's line, not the item's own."""
     out: list[dict[str, Any]] = []
-    for (t, s, u), k in sorted(items.items(), key=lambda kv: (kv[0][1] is None, -kv[1])):
+    stand_ins = stand_ins or set()
+    for (t, s, u), k in sorted(items.items(), key=lambda kv: (
+            kv[0][1] is None, kv[0][1] in stand_ins, -kv[1])):
         site, alloc = (u, s) if u else (s, None)
         out.append({"type": t, "site": short_site(site, cwd),
                     "alloc_site": short_site(alloc, cwd), "sampled": k,
-                    "site_inferred": bool(inferred and s in inferred)})
+                    "site_inferred": bool(inferred and s in inferred),
+                    "site_from_storage": bool(storage and s in storage and s in stand_ins)})
     return out[:5]
 
 
@@ -499,7 +508,8 @@ def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None,
         ctype = ser.container_types.get(key, "container")
         path = ser.container_paths.get(key) or UNREACHABLE
         items = ser.items.get(key, Counter())
-        item_list = _item_list(items, cwd, ser.inferred_sites)
+        item_list = _item_list(items, cwd, ser.inferred_sites, ser.stand_ins.get(key),
+                               ser.storage_sites.get(key))
         item_type = item_list[0]["type"] if item_list else None
         sited = next((i for i in item_list if i["site"]), None)
         site = sited["site"] if sited else None
@@ -523,7 +533,12 @@ def _container_findings(ser: Series, params: AnalysisParams, cwd: str | None,
                      f"{_num(retained['after'])} items ({ctype}{holds})")
         else:
             title = f"{path} grows without bound: {_rate(tr.per_hour, 'items')} ({ctype}{holds})"
-        if site:
+        if site and sited and sited["site_from_storage"]:
+            ev.append(f"Its newest items are {sited['type']}, put there at {site}"
+                      + (f" (inside {alloc_site})" if alloc_site else "")
+                      + f", where the {ctype} last grew (no reliable sample of the items' "
+                      f"own allocation).")
+        elif site:
             ev.append(f"Its newest items are {item_type} allocated at {site}"
                       + (f" (inside {alloc_site})" if alloc_site else "")
                       + (" (inferred from a field)" if sited and sited["site_inferred"] else "")

@@ -23,6 +23,11 @@ class Series:
     item_bytes: dict[str, int] = field(default_factory=dict)
     container_bounds: dict[str, int] = field(default_factory=dict)
     inferred_sites: set[str] = field(default_factory=set)  # sites taken from an item's field
+    # per container: the sites its items only got from weak evidence, never from an item's
+    # own sample: the container's storage (where it last grew: a stand-in for items with no
+    # sample of their own) or a free-list type's block (which another line may have made)
+    stand_ins: dict[str, set[str]] = field(default_factory=dict)
+    storage_sites: dict[str, set[str]] = field(default_factory=dict)  # of those, storage's
 
     def points(self, name: str, lo: float = float("-inf"), hi: float = float("inf")
                ) -> tuple[list[float], list[float]]:
@@ -69,6 +74,8 @@ def build(run: RunData, pid: int, source: str = "agent") -> Series:
     snaps = [s for s in run.snapshots if s.pid == pid and s.source == source]
     t0 = snaps[0].t if snaps else 0.0
     ser = Series(pid=pid, snapshots=snaps, xs=[s.t - t0 for s in snaps])
+    weak: dict[str, set[str]] = {}
+    own: dict[str, set[str]] = {}
     for x, s in zip(ser.xs, snaps, strict=False):
         for c in s.containers:
             xs, ys = ser.containers.setdefault(c.key, ([], []))
@@ -86,4 +93,11 @@ def build(run: RunData, pid: int, source: str = "agent") -> Series:
                 ser.item_bytes[it.key] = it.item_bytes
             if it.inferred and it.site:
                 ser.inferred_sites.add(it.site)
+            if it.site:
+                (own if it.evidence == "own" else weak).setdefault(it.key, set()).add(it.site)
+                if it.evidence == "storage":
+                    ser.storage_sites.setdefault(it.key, set()).add(it.site)
+    for key, sites in weak.items():
+        if only := sites - own.get(key, set()):
+            ser.stand_ins[key] = only
     return ser

@@ -218,7 +218,9 @@ def _finding(a: Analysis, f: Finding, pngs: Mapping[str, bytes]) -> str:
         parts.append(_table(
             ["item type", "allocated at", *(["inside"] if inside else []), "sampled"],
             ([_code(i.get("type", "?")),
-              _code(i["site"]) if i.get("site") else "not traced",
+              (_code(i["site"]) + (" (where the container grew)"
+                                   if i.get("site_from_storage") else ""))
+              if i.get("site") else "not traced",
               *([_code(i["alloc_site"]) if i.get("alloc_site") else "–"] if inside else []),
               _e(i.get("sampled", ""))] for i in f.items),
             cls="items", numeric=[3 if inside else 2]))

@@ -97,8 +97,9 @@ def render_markdown(a: Analysis, charts: Mapping[str, str] | None = None) -> str
         out += _chart(charts, f.id, f"{f.id}: its series and trend")
         if f.items:
             out += ["| item type | allocated at | sampled |", "|---|---|---|"]
-            out += [f"| `{_cell(i['type'])}` | `{_cell(i.get('site') or '–')}` | {i['sampled']} |"
-                    for i in f.items]
+            out += [f"| `{_cell(i['type'])}` | `{_cell(i.get('site') or '–')}`"
+                    f"{' (where the container grew)' if i.get('site_from_storage') else ''} | "
+                    f"{i['sampled']} |" for i in f.items]
             out.append("")
     out += _processes(a, charts)
     kind, why = phases_shown(a)
