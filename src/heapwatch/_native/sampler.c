@@ -493,11 +493,11 @@ hw_malloc(void *ctx, size_t size)
 }
 
 static void * __attribute__((noinline, cold))
-calloc_sampled(hw_domain *d, size_t nelem, size_t elsize)
+calloc_sampled(hw_domain *d, size_t nelem, size_t elsize, size_t size)
 {
     void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
     if (p != NULL) {
-        sample(p, nelem * elsize); /* the allocator refused an overflow already */
+        sample(p, size);
     }
     return p;
 }
@@ -513,7 +513,7 @@ hw_calloc(void *ctx, size_t nelem, size_t elsize)
     if ((S.countdown -= (int64_t)size) > 0) {
         return d->orig.calloc(d->orig.ctx, nelem, elsize);
     }
-    return calloc_sampled(d, nelem, elsize);
+    return calloc_sampled(d, nelem, elsize, size);
 }
 
 /* ``counted``: the countdown already moved by ``size``. The old block is forgotten only once
@@ -525,9 +525,7 @@ realloc_slow(hw_domain *d, void *ptr, size_t size, int counted)
     if (p == NULL) {
         return NULL;
     }
-    if (ptr != NULL) {
-        forget((uintptr_t)ptr);
-    }
+    forget((uintptr_t)ptr); /* realloc(NULL, n) is a malloc: forget ignores 0 */
     if (!counted) {
         S.countdown -= (int64_t)size;
     }
