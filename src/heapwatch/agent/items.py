@@ -215,7 +215,8 @@ def _group(key: str, items: list[tuple[Any, Any]], stem: str, tracing: bool,
            storage: tuple[str | None, str | None] | None = None) -> list[ItemSample]:
     """Group items by (type, site). ``storage``, while sampling: where the container last
     grew, the site of items of free-list types (their own samples are unreliable) and of
-    the newest item of a batch with no evidence of its own."""
+    the newest item of a batch with no evidence of its own. Each group says where its site
+    came from (ItemSample.evidence): analysis prefers the items' own to the storage's."""
     traced = tracemalloc.is_tracing()
     try:
         groups: Counter[_Group] = Counter()
