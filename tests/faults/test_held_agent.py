@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import pytest
 from faultkit import SRC, agent_errors, heapwatch, report, spawn, write
@@ -59,7 +60,7 @@ def test_held_kill9_of_the_target_mid_snapshot_on_a_2m_object_heap(workdir: str)
     assert proc.stdout == "built\n"
     run = open_run(out)
     assert len(run.agent_snapshots) >= 1
-    with sqlite3.connect(os.path.join(out, "run.sqlite")) as db:
+    with closing(sqlite3.connect(os.path.join(out, "run.sqlite"))) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     rep = report(out)
     assert rep["target_exit"]["how"] == "killed by SIGKILL"
@@ -139,6 +140,7 @@ def test_held_deep_recursion(workdir: str) -> None:
 def test_held_gc_disable_and_freeze(workdir: str) -> None:
     proc, out = run_clean(workdir, """
         import gc, os, sqlite3, time
+        from contextlib import closing
         STORE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run", "run.sqlite")
         OLD = [[i] for i in range(10_000)]
         gc.disable()
@@ -146,7 +148,7 @@ def test_held_gc_disable_and_freeze(workdir: str) -> None:
         NEW = []
 
         def snapshots():  # a handshake with the agent through its store, not a clock
-            with sqlite3.connect(STORE) as db:
+            with closing(sqlite3.connect(STORE)) as db:
                 return db.execute("SELECT count(*) FROM snapshots WHERE source = 'agent'"
                                   ).fetchone()[0]
 

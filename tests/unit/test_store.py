@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_roundtrip(tmp_path: str) -> None:
 def test_newer_schema_is_refused(tmp_path: str) -> None:
     path = os.path.join(tmp_path, "run.sqlite")
     Writer(path).close()
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:  # closed, not only committed
         conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(SchemaError, match="newer heapwatch"):
         open_run(path)
