@@ -11,12 +11,10 @@ import sys
 from typing import Any
 
 import pytest
-from faultkit import wait_for
+from faultkit import SRC, wait_for
 from test_case07_attach_disk_full import stored
-from test_case21_22_attach import env_for, finish
+from test_case21_22_attach import env_for, finish, python311
 from test_case21_22_attach import target as target  # the fixture, used by name below
-
-from heapwatch.agent import core
 
 
 def record(pid: int, out: str, workdir: str, no_native: bool) -> dict[str, Any]:
@@ -45,10 +43,22 @@ def record(pid: int, out: str, workdir: str, no_native: bool) -> dict[str, Any]:
     return rep
 
 
+def native_in_target(workdir: str) -> str | None:
+    """Why the target's interpreter (CPython 3.11, for lldb) cannot load this tree's native
+    core, or None when it can: a tree built for another Python has no 3.11 build."""
+    proc = subprocess.run(
+        [python311(), "-c", "from heapwatch.agent import core\n"
+         "mod, why = core.load_native()\nprint('' if mod is not None else why)"],
+        env=dict(env_for(workdir), PYTHONPATH=SRC), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip() or None
+
+
 def test_no_native_in_the_attach_environment_picks_the_python_core(
         target: subprocess.Popen[str], workdir: str) -> None:
-    if core.load_native()[0] is None:
-        pytest.skip(f"no native core here: {core.load_native()[1]}")
+    why = native_in_target(workdir)
+    if why is not None:
+        pytest.skip(f"the target's Python cannot load the native core: {why}")
     first = record(target.pid, os.path.join(workdir, "a"), workdir, no_native=True)
     assert first["agent"]["core"] == "python", first["agent"]
     assert "HEAPWATCH_NO_NATIVE" in (first["agent"]["core_fallback"] or "")
