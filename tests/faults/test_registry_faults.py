@@ -36,6 +36,12 @@ def shared_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+#: What an impostor says it stopped: more digits than any pid (pid_max is at most 2^22), so
+#: finding it in heapwatch's output means heapwatch read the impostor's reply, and no pid
+#: heapwatch names itself can contain it by chance (999 was found inside pid 9992).
+IMPOSTOR_PID = 987_654_321
+
+
 class Impostor:
     """A control socket served by whoever the test likes; records what it was sent."""
 
@@ -65,7 +71,7 @@ class Impostor:
                             break
                         data += chunk
                     self.received.append(data)
-                    conn.sendall(b"ok stopped 999\n")
+                    conn.sendall(b"ok stopped %d\n" % IMPOSTOR_PID)
                 except OSError:
                     self.received.append(data)
 
@@ -150,7 +156,7 @@ def test_case19_stop_pid_never_talks_to_an_impostor_socket(tmp_path: Any, victim
         for verb in (["stop", str(victim)], ["mark", str(victim), "load"]):
             proc = subprocess.run([sys.executable, "-m", "heapwatch", *verb], env=env,
                                   capture_output=True, text=True, timeout=60)
-            assert "999" not in proc.stdout + proc.stderr
+            assert str(IMPOSTOR_PID) not in proc.stdout + proc.stderr
             if impostor == "other-user":
                 assert_one_line_error(proc, "belongs to uid 65534", "impostor")
             else:
