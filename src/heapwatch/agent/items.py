@@ -35,7 +35,34 @@ def _newest(obj: Any, k: int) -> list[tuple[Any, Any]]:
     # Each container is read in one C call (list() over C iterators): the target's threads
     # change their containers as they please, and an iteration driven from Python code can
     # lose the GIL between two items ("deque mutated during iteration": 500 threads
-    # waking from one Event empty its Condition's deque of waiters).
+    # waking from one Event empty its Condition's deque of waiters). The GIL can still pass
+    # between making the iterator and reading it: a deque or set then says it changed, and
+    # a dict resized meanwhile reads short (its reversed iterator keeps its old position).
+    # A read like that is taken again, a few times at most.
+    for _ in range(_READS - 1):
+        try:
+            got = _read_newest(obj, k)
+        except RuntimeError:
+            continue
+        if len(got) >= min(k, _base_len(obj)):
+            return got
+    return _read_newest(obj, k)
+
+
+def _base_len(obj: Any) -> int:
+    """The length by the base type (a subclass's ``__len__`` is the target's code)."""
+    t = type(obj)
+    for base in (dict, list, deque, set):
+        if issubclass(t, base):
+            return int(base.__len__(obj))
+    return 0
+
+
+#: Reads of one container before the last one's result (or error) is taken as it is.
+_READS = 4
+
+
+def _read_newest(obj: Any, k: int) -> list[tuple[Any, Any]]:
     t = type(obj)
     if issubclass(t, dict):
         return [(v, key) for key, v in list(islice(reversed(dict.items(obj)), k))]
