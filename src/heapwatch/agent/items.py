@@ -11,7 +11,7 @@ from types import BuiltinFunctionType, CodeType, FrameType, FunctionType, Method
 from typing import Any
 
 from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
-from heapwatch.agent import core
+from heapwatch.agent import census, core
 from heapwatch.agent.naming import type_name
 from heapwatch.agent.sites import (
     is_own,
@@ -44,18 +44,10 @@ def _newest(obj: Any, k: int) -> list[tuple[Any, Any]]:
             got = _read_newest(obj, k)
         except RuntimeError:
             continue
-        if len(got) >= min(k, _base_len(obj)):
+        length = census.base_len(type(obj))  # never a subclass's __len__ (target code)
+        if len(got) >= min(k, length(obj) if length is not None else 0):
             return got
     return _read_newest(obj, k)
-
-
-def _base_len(obj: Any) -> int:
-    """The length by the base type (a subclass's ``__len__`` is the target's code)."""
-    t = type(obj)
-    for base in (dict, list, deque, set):
-        if issubclass(t, base):
-            return int(base.__len__(obj))
-    return 0
 
 
 #: Reads of one container before the last one's result (or error) is taken as it is.
