@@ -30,6 +30,7 @@ from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-rede
 from heapwatch.agent import core
 from heapwatch.agent.census import CONTAINER_BASES, base_len
 from heapwatch.agent.naming import key_part, main_stem, module_display, name_part
+from heapwatch.agent.pace import Pacer
 
 _STDLIB_DIRS = tuple(
     p for p in {sysconfig.get_paths().get("stdlib"), sysconfig.get_paths().get("platstdlib")} if p
@@ -275,11 +276,13 @@ def discover(
     max_nodes: int,
     max_depth: int = 7,
     skip_prefix: str = "heapwatch",
+    pacer: Pacer | None = None,
 ) -> Found:
     """Walk from module globals; return containers with ``len >= floor`` and their paths.
 
     The walk allocates little (parent indexes; strings only for what it finds) because
-    while tracemalloc is on every allocation of the agent is traced too.
+    while tracemalloc is on every allocation of the agent is traced too. With a ``pacer``
+    (the agent's own thread) it leaves the GIL to the target between short slices.
     """
     found = Found()
     deadline = time.thread_time() + budget_s  # CPU time: the GIL may be shared with a busy target
@@ -332,7 +335,7 @@ def discover(
             for name, mod in groups[group]:
                 enqueue_module(name, mod)
             if not _walk(queue, found, visited, parent, kinds, keys, info_cache, deadline,
-                         floor, max_nodes, max_depth, skip_prefix, stem):
+                         floor, max_nodes, max_depth, skip_prefix, stem, pacer):
                 break
     finally:
         queue.clear()
@@ -402,8 +405,10 @@ def _walk(
     max_depth: int,
     skip_prefix: str,
     stem: str,
+    pacer: Pacer | None = None,
 ) -> bool:
     """Breadth-first from what is queued; False when the time box or node cap cut it."""
+    pace = pacer.step if pacer is not None else None
 
     def steps_of(node: int) -> tuple[list[Step], bool]:
         out: list[Step] = []
@@ -426,9 +431,12 @@ def _walk(
             continue  # a class reached through an alias: walked and named from its module
         visited.add(oid)
         found.nodes += 1
-        if found.nodes & 255 == 0 and time.thread_time() > deadline:
-            found.complete = False
-            return False
+        if found.nodes & 63 == 0:
+            if pace is not None:
+                pace()
+            if found.nodes & 255 == 0 and time.thread_time() > deadline:
+                found.complete = False
+                return False
         if found.nodes >= max_nodes:
             found.complete = False
             return False

@@ -33,6 +33,7 @@ from heapwatch.agent import (
     items,
     lineage,
     naming,
+    pace,
     paths,
     pausebudget,
     process,
@@ -674,8 +675,13 @@ class Agent:
             ):
                 self._walk_due = False
                 try:
+                    # on the agent's own thread the walk leaves the GIL to the target
+                    # between short slices (pace.py); a snapshot the target asked for
+                    # on its own thread (API, exit) runs straight through
+                    pacer = pace.Pacer() if threading.current_thread() is self._thread \
+                        else None
                     found = paths.discover(min(cfg.floor, cfg.walk_floor), cfg.discover_budget_s,
-                                           cfg.discover_nodes)
+                                           cfg.discover_nodes, pacer=pacer)
                     if not found.complete:
                         errors.append(f"paths: walk cut after {found.nodes} objects")
                     for oid, path in found.paths.items():
