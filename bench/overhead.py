@@ -664,11 +664,12 @@ def sweep(args: argparse.Namespace) -> int:
 # comes from another process over 127.0.0.1 (wrk -t1 -c8 when installed, else a Python
 # generator with 8 connections). CPU per request = the server process's CPU time (all its
 # threads: the agent's, memray's) over the requests served during the measured window;
-# p99 = the load generator's 99th percentile latency. "thread": the plain service with one
-# more thread that only sleeps in poll() - the floor of any in-process agent with a thread
-# of its own: a second thread turns off glibc's single-thread fast paths (malloc's arena
-# lock) and makes the kernel count references to the shared file table on every system
-# call (11% slower os.write+os.read pairs on a pipe, here).
+# p99, p99.9, slowest = the load generator's latencies (p99.9 and the slowest request show
+# a stall of the target: a snapshot that keeps the GIL for tens of ms). "thread": the plain
+# service with one more thread that only sleeps in poll() - the floor of any in-process
+# agent with a thread of its own: a second thread turns off glibc's single-thread fast
+# paths (malloc's arena lock) and makes the kernel count references to the shared file
+# table on every system call (11% slower os.write+os.read pairs on a pipe, here).
 SERVICE_VARIANTS = {
     "plain": "plain python",
     "thread": "plain + 1 idle thread",
@@ -756,7 +757,9 @@ def python_load(url: str, seconds: float) -> int:
         t.join()
     lat.sort()
     print(json.dumps({"requests": len(lat), "p50_ms": 1000 * lat[len(lat) // 2],
-                      "p99_ms": 1000 * lat[int(len(lat) * 0.99)]}), flush=True)
+                      "p99_ms": 1000 * lat[int(len(lat) * 0.99)],
+                      "p999_ms": 1000 * lat[int(len(lat) * 0.999)], "max_ms": 1000 * lat[-1]}),
+          flush=True)
     return 0
 
 
@@ -766,19 +769,34 @@ def _wrk_ms(text: str) -> float:
         text.endswith("ms") else num
 
 
+# wrk prints p50-p99 only; this script adds p99.9 and the slowest request (microseconds)
+_WRK_TAIL = """done = function(summary, latency, requests)
+  io.write(string.format("TAIL %.0f %.0f\\n", latency:percentile(99.9), latency.max))
+end
+"""
+
+
 def run_load(url: str, seconds: float) -> dict[str, float]:
     wrk = shutil.which("wrk")
     if wrk is None:
         proc = subprocess.run([sys.executable, HERE, "--load", url, "--seconds", str(seconds)],
                               capture_output=True, text=True, timeout=seconds + 60, check=True)
         return last_json(proc.stdout)
-    proc = subprocess.run([wrk, "-t1", "-c8", f"-d{seconds:g}s", "--latency", url],
-                          capture_output=True, text=True, timeout=seconds + 60, check=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_TAIL)
+    try:
+        proc = subprocess.run([wrk, "-t1", "-c8", f"-d{seconds:g}s", "--latency", "-s",
+                               script.name, url],
+                              capture_output=True, text=True, timeout=seconds + 60, check=True)
+    finally:
+        os.unlink(script.name)
     out: dict[str, float] = {}
     for line in proc.stdout.splitlines():
         f = line.split()
         if len(f) >= 2 and f[0] in ("50%", "99%"):
             out["p50_ms" if f[0] == "50%" else "p99_ms"] = _wrk_ms(f[1])
+        elif len(f) == 3 and f[0] == "TAIL":
+            out["p999_ms"], out["max_ms"] = float(f[1]) / 1000, float(f[2]) / 1000
         elif "requests in" in line:
             out["requests"] = float(f[0])
         elif f and f[0] == "Non-2xx":
@@ -858,20 +876,24 @@ def service_bench(args: argparse.Namespace) -> int:
             res = service_once(k, seconds, 3.0, tmp)
             runs[k].append(res)
             print(f"  round {r + 1} {k:12s} {res['requests']:8.0f} req  "
-                  f"{res['cpu_per_req_us']:7.1f} us CPU/req  p99 {res['p99_ms']:7.1f} ms"
+                  f"{res['cpu_per_req_us']:7.1f} us CPU/req  p99 {res['p99_ms']:5.1f} ms  "
+                  f"p99.9 {res.get('p999_ms', 0):5.1f} ms  max {res.get('max_ms', 0):5.1f} ms"
                   + (f"  (ran: {res['trace']}, max pause {res['pause_max_ms']:.0f} ms)"
                      if "trace" in res else ""), flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     plain_cpu = statistics.median(x["cpu_per_req_us"] for x in runs["plain"])
     plain_p99 = statistics.median(x["p99_ms"] for x in runs["plain"])
-    print("\n| variant | req/s | CPU per request | x plain | p99 latency | x plain |")
-    print("|---|---|---|---|---|---|")
+    print("\n| variant | req/s | CPU per request | x plain | p99 latency | x plain | p99.9 | "
+          "slowest |")
+    print("|---|---|---|---|---|---|---|---|")
     for k in keys:
         cpu = statistics.median(x["cpu_per_req_us"] for x in runs[k])
         p99 = statistics.median(x["p99_ms"] for x in runs[k])
+        p999 = statistics.median(x.get("p999_ms", 0.0) for x in runs[k])
+        slowest = statistics.median(x.get("max_ms", 0.0) for x in runs[k])
         rps = statistics.median(x["requests"] for x in runs[k]) / seconds
         print(f"| {SERVICE_VARIANTS[k]} | {rps:.0f} | {cpu:.0f} us | {cpu / plain_cpu:.2f} | "
-              f"{p99:.1f} ms | {p99 / plain_p99:.2f} |")
+              f"{p99:.1f} ms | {p99 / plain_p99:.2f} | {p999:.1f} ms | {slowest:.0f} ms |")
     print(f"\nGoal for --trace sample: CPU per request <= 1.05x plain, p99 <= 1.2x plain. "
           f"Load average {load0:.1f} -> {os.getloadavg()[0]:.1f}.")
     return 0
