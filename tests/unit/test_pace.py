@@ -14,6 +14,7 @@ import pytest
 
 from heapwatch.agent import pace, paths
 from heapwatch.agent.sampler import Agent, AgentConfig
+from heapwatch.store import open_run
 
 
 def test_a_pacer_naps_only_once_its_slice_is_used() -> None:
@@ -116,3 +117,33 @@ def test_only_the_agents_own_thread_paces_its_walk(tmp_path: Any,
     its = [p for name, p in pacers if name == "heapwatch-agent"]
     assert its and all(isinstance(p, pace.Pacer) for p in its), pacers
     assert mine and all(p is None for p in mine), pacers
+
+
+def test_naps_are_not_counted_as_the_snapshots_pause(tmp_path: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot's recorded duration is the pause report.md and the pause budget see; the
+    naps leave the GIL to the target, so they are not part of it."""
+    made: list[pace.Pacer] = []
+    real = pace.Pacer
+
+    def long_naps() -> pace.Pacer:
+        made.append(real(slice_s=0.0, nap_s=0.3))  # a nap at each step between phases
+        return made[-1]
+
+    monkeypatch.setattr(pace, "Pacer", long_naps)
+    monkeypatch.setattr(paths, "discover", lambda *a, **k: paths.Found())  # no walk naps
+    agent = Agent(AgentConfig(store=os.path.join(str(tmp_path), "run.sqlite"), floor=10,
+                              interval=3600.0, trace="off"))
+    agent.start()  # the first snapshot, on the agent's own thread
+    try:
+        deadline = time.monotonic() + 30
+        while agent.snapshots < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        agent.stop()
+    first = open_run(str(tmp_path)).snapshots[0]
+    assert first.reason == "start" and made, "the start snapshot was not paced"
+    napped = made[0].napped_s
+    assert made[0].naps >= 3 and napped >= 0.9
+    assert 0.0 <= first.duration_s < napped, (first.duration_s, napped)
+    assert 0.0 <= agent.pauses[0] < napped

@@ -29,12 +29,13 @@ NAP_S = 0.001  # how long it then leaves it: the agent takes ~1/3 of a contended
 class Pacer:
     """Naps of ``nap_s`` after each ``slice_s`` of work; ``step()`` is cheap in between."""
 
-    __slots__ = ("_due", "nap_s", "naps", "slice_s")
+    __slots__ = ("_due", "nap_s", "napped_s", "naps", "slice_s")
 
     def __init__(self, slice_s: float = SLICE_S, nap_s: float = NAP_S) -> None:
         self.slice_s = slice_s
         self.nap_s = nap_s
         self.naps = 0
+        self.napped_s = 0.0  # wall time spent napping and getting the GIL back: not a pause
         self._due = time.perf_counter() + slice_s
 
     def step(self) -> None:
@@ -46,4 +47,6 @@ class Pacer:
             return
         time.sleep(self.nap_s)
         self.naps += 1
-        self._due = time.perf_counter() + self.slice_s
+        after = time.perf_counter()
+        self.napped_s += after - now
+        self._due = after + self.slice_s
