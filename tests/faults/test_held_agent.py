@@ -15,6 +15,7 @@ import pytest
 from faultkit import SRC, agent_errors, heapwatch, report, spawn, write
 
 from heapwatch.store import open_run
+from procs import reap
 
 
 def run_clean(workdir: str, body: str, *args: str, interval: str = "0.1",
@@ -190,8 +191,7 @@ def test_held_the_targets_own_signal_handlers(workdir: str) -> None:
         os.kill(hw.pid, signal.SIGTERM)  # heapwatch: final snapshot, then SIGINT to the target
         rest, err = hw.communicate(timeout=120)
     finally:
-        if hw.poll() is None:
-            hw.kill()
+        reap(hw)
     assert hw.returncode == 130, err
     assert rest == "handled ['SIGUSR1', 'SIGINT'] True\n"
     assert agent_errors(report(out)) == []
@@ -279,31 +279,29 @@ def test_held_another_user_cannot_reach_stop_or_mark_a_run(workdir: str) -> None
     """)
     env = dict(os.environ, PYTHONPATH=SRC, TMPDIR=workdir)
     exe, path = python_for_nobody()  # may skip: before the target is started
-    # the with-block closes the pipes and reaps the target on every path out
-    with subprocess.Popen([sys.executable, script], env=env, stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as target:
-        try:
-            assert target.stdout is not None
-            word, control = target.stdout.readline().split()
-            assert word == "ready"
-            as_nobody = dict(env, HOME="/", XDG_RUNTIME_DIR=workdir, PYTHONPATH=path)
-            for args in (("stop", str(target.pid)), ("mark", str(target.pid), "x"),
-                         ("stop", out), ("mark", out, "x")):
-                got = subprocess.run([exe, "-m", "heapwatch", *args], env=as_nobody,
-                                     capture_output=True, text=True, timeout=60, preexec_fn=nobody)
-                assert got.returncode != 0 and "Traceback" not in got.stderr, (args, got.stderr)
-            # even with the directory and the socket opened up, the agent checks the peer
-            os.chmod(os.path.dirname(control), 0o755)
-            os.chmod(control, 0o777)
-            probe = subprocess.run(
-                [exe, "-c", "import socket, sys; s = socket.socket(socket.AF_UNIX); "
-                 "s.connect(sys.argv[1]); print(s.recv(100).decode())",  # refused at once
-                 control], capture_output=True, text=True, timeout=60, preexec_fn=nobody)
-            assert probe.stdout.strip() == "error not allowed", probe
-            rest, err = target.communicate("go\n", timeout=60)
-        finally:
-            if target.poll() is None:
-                target.kill()
+    target = subprocess.Popen([sys.executable, script], env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert target.stdout is not None
+        word, control = target.stdout.readline().split()
+        assert word == "ready"
+        as_nobody = dict(env, HOME="/", XDG_RUNTIME_DIR=workdir, PYTHONPATH=path)
+        for args in (("stop", str(target.pid)), ("mark", str(target.pid), "x"),
+                     ("stop", out), ("mark", out, "x")):
+            got = subprocess.run([exe, "-m", "heapwatch", *args], env=as_nobody,
+                                 capture_output=True, text=True, timeout=60, preexec_fn=nobody)
+            assert got.returncode != 0 and "Traceback" not in got.stderr, (args, got.stderr)
+        # even with the directory and the socket opened up, the agent checks the peer
+        os.chmod(os.path.dirname(control), 0o755)
+        os.chmod(control, 0o777)
+        probe = subprocess.run(
+            [exe, "-c", "import socket, sys; s = socket.socket(socket.AF_UNIX); "
+             "s.connect(sys.argv[1]); print(s.recv(100).decode())",  # refused at once
+             control], capture_output=True, text=True, timeout=60, preexec_fn=nobody)
+        assert probe.stdout.strip() == "error not allowed", probe
+        rest, err = target.communicate("go\n", timeout=60)
+    finally:
+        reap(target)
     assert (target.returncode, rest, err) == (0, "stopped by me\n", "")
     run = open_run(out)
     assert run.marks == [] and run.meta["agent_stopped"]["reason"] == "api"
