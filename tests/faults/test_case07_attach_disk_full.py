@@ -15,6 +15,7 @@ from faultkit import fill, need_root, small_fs, wait_for, write
 from test_case21_22_attach import TARGET, attach, env_for, finish, python311
 
 from heapwatch.store import LiveReader, open_run
+from procs import reap
 
 
 def stored(store: str) -> int:
@@ -59,6 +60,9 @@ def test_case07_disk_full_attach_keeps_what_it_stored_and_writes_reports(
             assert any("disk was full" in e for e in rep["agent"]["errors"]), rep["agent"]
             assert len(open_run(out).agent_snapshots) >= before
             assert not os.path.exists(store + "-reserve")
+        except BaseException:
+            reap(target)  # finish() below is not reached: nothing else would end it
+            raise
         finally:
             if rec is not None and rec.poll() is None:
                 rec.kill()

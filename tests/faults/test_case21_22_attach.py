@@ -25,6 +25,7 @@ import pytest
 from faultkit import proc_state, proc_status, spawn, wait_for, write
 
 from heapwatch.store import open_run
+from procs import reap
 
 PYENV = os.path.expanduser("~/.pyenv/versions")
 TARGET = """
@@ -148,8 +149,7 @@ def test_case22_sigkill_of_attach_while_injecting(delay: float, target: subproce
         hw.kill()
         hw.communicate()
     finally:
-        if hw.poll() is None:
-            hw.kill()
+        reap(hw)
     wait_for(lambda: tracer(target.pid) == 0 and proc_state(target.pid) not in ("T", "t"), 120,
              "the target to be detached and running")
     wait_for(lambda: not (server and alive(server)) and not (client and alive(client)), 120,
@@ -169,8 +169,7 @@ def test_case22_sigkill_of_attach_while_recording(target: subprocess.Popen[str],
         hw.kill()
         hw.communicate()
     finally:
-        if hw.poll() is None:
-            hw.kill()
+        reap(hw)
     wait_for(lambda: leftovers(workdir) == [], 120, "the guard to stop the agent")
     stopped = open_run(out).meta["agent_stopped"]
     assert stopped["reason"] == "heapwatch-died"

@@ -15,6 +15,7 @@ import pytest
 from faultkit import SRC, agent_errors, heapwatch, report, spawn, write
 
 from heapwatch.store import open_run
+from procs import reap
 
 
 def run_clean(workdir: str, body: str, *args: str, interval: str = "0.1",
@@ -190,8 +191,7 @@ def test_held_the_targets_own_signal_handlers(workdir: str) -> None:
         os.kill(hw.pid, signal.SIGTERM)  # heapwatch: final snapshot, then SIGINT to the target
         rest, err = hw.communicate(timeout=120)
     finally:
-        if hw.poll() is None:
-            hw.kill()
+        reap(hw)
     assert hw.returncode == 130, err
     assert rest == "handled ['SIGUSR1', 'SIGINT'] True\n"
     assert agent_errors(report(out)) == []
@@ -278,13 +278,13 @@ def test_held_another_user_cannot_reach_stop_or_mark_a_run(workdir: str) -> None
         print("stopped by me", flush=True)
     """)
     env = dict(os.environ, PYTHONPATH=SRC, TMPDIR=workdir)
+    exe, path = python_for_nobody()  # may skip: before the target is started
     target = subprocess.Popen([sys.executable, script], env=env, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert target.stdout is not None
         word, control = target.stdout.readline().split()
         assert word == "ready"
-        exe, path = python_for_nobody()
         as_nobody = dict(env, HOME="/", XDG_RUNTIME_DIR=workdir, PYTHONPATH=path)
         for args in (("stop", str(target.pid)), ("mark", str(target.pid), "x"),
                      ("stop", out), ("mark", out, "x")):
@@ -301,8 +301,7 @@ def test_held_another_user_cannot_reach_stop_or_mark_a_run(workdir: str) -> None
         assert probe.stdout.strip() == "error not allowed", probe
         rest, err = target.communicate("go\n", timeout=60)
     finally:
-        if target.poll() is None:
-            target.kill()
+        reap(target)
     assert (target.returncode, rest, err) == (0, "stopped by me\n", "")
     run = open_run(out)
     assert run.marks == [] and run.meta["agent_stopped"]["reason"] == "api"

@@ -19,6 +19,7 @@ from heapwatch.analysis import analyze_run
 from heapwatch.model import ContainerStat, ItemSample, ProcessStat, Snapshot
 from heapwatch.report import write_reports
 from heapwatch.store import Writer, open_run
+from procs import reap
 
 SNAPSHOTS_THEN_WAIT = """
     import os, time, heapwatch
@@ -44,8 +45,7 @@ def test_held_kill9_of_the_target_keeps_every_finished_snapshot(tmp_path: Any) -
         os.kill(pid, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == 128 + 9, err
     seqs = [s.seq for s in open_run(out).agent_snapshots]
     assert seqs == [1, 2, 3, 4, 5, 6]  # start, then the five the target asked for

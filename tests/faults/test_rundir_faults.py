@@ -23,6 +23,7 @@ from test_store_faults import make_store
 
 from heapwatch.errors import UsageError
 from heapwatch.rundir import prepare_report_dir, prepare_run_dir, write_file
+from procs import reap
 
 QUICK = [sys.executable, "-c", "import time; time.sleep(0.5)"]
 
@@ -139,8 +140,7 @@ def test_case18_run_directory_0700_and_files_0600_whatever_the_umask(tmp_path: A
         proc.stdin.flush()
         _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == 0, err
     done = modes(out)
     assert "charts/memory.png" in done and "report.html" in done

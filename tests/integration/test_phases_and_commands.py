@@ -11,6 +11,7 @@ from typing import Any
 from helpers import SCENARIOS, heapwatch, report
 
 from heapwatch.store import open_run
+from procs import reap
 
 
 def test_a_phase_schedule_marks_phases_and_runs_the_load(tmp_path: Any) -> None:
@@ -84,8 +85,7 @@ def test_mark_and_stop_a_live_run_by_dir_and_by_pid(tmp_path: Any) -> None:
         proc.send_signal(subprocess.signal.SIGINT)
         proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     run = open_run(out)
     assert [m.phase for m in run.marks] == ["load", "peak"]
     assert run.meta["agent_stopped"]["reason"] == "cli"

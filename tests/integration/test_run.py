@@ -11,6 +11,7 @@ import pytest
 from helpers import ROOT, heapwatch, report
 
 from heapwatch.store import open_run
+from procs import reap
 
 
 def write(path: Any, text: str) -> str:
@@ -202,8 +203,7 @@ def test_sigterm_to_heapwatch_takes_a_final_snapshot_then_ends_the_target(tmp_pa
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == 130, err
     run = open_run(out)
     assert run.meta["agent_stopped"]["reason"] == "cli"
@@ -229,15 +229,6 @@ def _start_run(tmp_path: Any, script_text: str) -> tuple[Any, str, int]:
         assert time.monotonic() < deadline and proc.poll() is None, "agent never checked in"
         time.sleep(0.02)
     return proc, out, pid
-
-
-def _end(proc: Any) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 def _readline_until(stream: Any, needle: str) -> list[str]:
@@ -294,7 +285,7 @@ def _interrupt(tmp_path: Any, body: str, times: int) -> tuple[int, str, bool, st
             os.kill(pid, signal.SIGKILL)
         rest = proc.stderr.read()
     finally:
-        _end(proc)
+        reap(proc)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
     return proc.returncode, out, left, seen + rest
@@ -341,7 +332,7 @@ def test_plain_progress_in_a_log(tmp_path: Any) -> None:
         rest = proc.stderr.read()
         proc.wait(timeout=120)
     finally:
-        _end(proc)
+        reap(proc)
     line = seen[-1]
     assert line.startswith("heapwatch: ") and "\r" not in line and "\x1b" not in line
     assert "RSS" in line and proc.returncode == 0, rest

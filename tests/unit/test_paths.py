@@ -279,3 +279,19 @@ def test_object_held_only_by_a_thread_stack() -> None:
     finally:
         done.set()
         t.join()
+
+
+def test_a_module_listed_under_two_names_is_walked_under_its_own(
+        module: types.ModuleType) -> None:
+    """3.13 lists ``_collections_abc`` also as ``collections.abc`` (its ``__name__``): walked
+    under the alias, which sorts first, its classes were skipped as imported from elsewhere
+    and ``collections.abc.Hashable._abc_impl.<abc cache>`` was never reached."""
+    registry = type("Registry", (), {"__module__": module.__name__,
+                                     "handlers": {f"h{i}": [i] for i in range(30)}})
+    module.Registry = registry
+    sys.modules["_hw_fixture_alias"] = module  # sorts before "hw_fixture_mod"
+    try:
+        found = paths_of()
+    finally:
+        del sys.modules["_hw_fixture_alias"]
+    assert found.get("hw_fixture_mod.Registry.handlers") is registry.handlers, sorted(found)

@@ -296,6 +296,7 @@ def discover(
     for name, mod in list(sys.modules.items()):
         if mod is None or name.startswith(skip_prefix) or not isinstance(mod, _types.ModuleType):
             continue
+        name = _module_name(name, mod)
         ranked.append((-1 if name == "__main__" else _module_rank(mod), name, mod))
     ranked.sort(key=lambda r: (r[0], r[1]))
     queue: deque[tuple[Any, int, int]] = deque()
@@ -341,6 +342,21 @@ def discover(
         queue.clear()
         keys.clear()
     return found
+
+
+def _module_name(key: str, mod: Any) -> str:
+    """The name to walk ``mod`` under: its own ``__name__`` when ``sys.modules`` has it
+    there too, else ``key``. A module listed under two names is walked once, under the
+    first, and its classes only under the name in their ``__module__``: 3.13 lists
+    ``_collections_abc`` also as ``collections.abc`` (its ``__name__``), ``_frozen_importlib``
+    is ``importlib._bootstrap``; walked as the alias, their classes were never reached."""
+    try:
+        own = mod.__dict__.get("__name__")
+    except Exception:
+        return key
+    if isinstance(own, str) and own != key and sys.modules.get(own) is mod:
+        return own
+    return key
 
 
 def _thread_names() -> dict[int, str]:
