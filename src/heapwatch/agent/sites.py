@@ -145,8 +145,13 @@ def object_sites(obj: object) -> tuple[str | None, str | None]:
 #: The default mean sampling interval, bytes (bench/overhead.py: at 512 KiB the sampler
 #: costs about what the hook alone costs, ~1-2% CPU per request).
 DEFAULT_SAMPLE_INTERVAL = 512 * 1024
-#: The interval while an unsited suspect is being sited (a few snapshots at a time).
-BOOST_SAMPLE_INTERVAL = 1024
+#: The interval while an unsited suspect is being sited (a few snapshots at a time). Small
+#: items need it small: a leak of ~7 strings of ~90 bytes a second (scenarios/slow_drip)
+#: had about one of them sampled per 3-snapshot window at 1 KiB, and under load a run's
+#: three windows all missed in 2 of 12 runs; at 256 bytes ~3 per window. The rate bound
+#: below, not this floor, caps the cost: a target allocating over 12.8 MB/s is sampled
+#: more widely.
+BOOST_SAMPLE_INTERVAL = 256
 #: ... but never more samples a second than this: a sample costs ~0.2 us (bench/overhead.py
 #: --sweep: 1M samples per CPU-second cost 16%), so the window costs at most ~1% of a core.
 BOOST_MAX_SAMPLES_S = 50_000
