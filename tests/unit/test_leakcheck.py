@@ -89,6 +89,21 @@ def test_each_planted_leak_is_named_with_holder_and_site(fn: Any, holder: str, t
     assert in_gc_view(alive)  # the heap is unfrozen after a check
 
 
+def test_a_heap_the_process_froze_itself_stays_frozen() -> None:
+    """A process that called ``gc.freeze()`` (a pre-fork server does) keeps its frozen
+    objects frozen through a check that diagnoses a leak: the check froze nothing, so it
+    unfreezes nothing."""
+    mine = [Job()]
+    gc.freeze()
+    try:
+        result = check(appends)
+        assert result.leaked, result.message  # the diagnosis, where the caches are read, ran
+        assert not in_gc_view(mine), "the check unfroze objects the process froze"
+    finally:
+        gc.unfreeze()
+    assert in_gc_view(mine)
+
+
 def test_a_steady_function_passes_early_and_cheaply() -> None:
     cache: dict[int, list[int]] = {}
 

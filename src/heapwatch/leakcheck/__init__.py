@@ -197,14 +197,15 @@ def run_check(step: Callable[[int], None], settings: Settings, name: str,
     for _ in range(settings.warmup):
         call()
     screen = Screen()
-    with frozen_heap():
+    with frozen_heap() as froze:
         screened, confirmed, outcome = _screen(screen, call, fixed)
         if not confirmed:
             wall, cpu = cost()
             return LeakResult(False, [], calls, f"{name}: nothing kept growing over "
                               f"{screened} calls (after {settings.warmup} warm-up)", screened,
                               0, wall, outcome, cpu)
-        bad, done = diagnose_growth(screen, call, max(DIAGNOSE, fixed or 0), settings.ignore)
+        bad, done = diagnose_growth(screen, call, max(DIAGNOSE, fixed or 0), settings.ignore,
+                                    froze)
     del screen
     wall, cpu = cost()
     if not bad:

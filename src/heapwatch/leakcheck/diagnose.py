@@ -45,14 +45,15 @@ def params_for(iterations: int) -> AnalysisParams:
 
 
 def diagnose_growth(screen: Screen, call: Callable[[], None], iterations: int,
-              patterns: Sequence[str]) -> tuple[list[Finding], int]:
+              patterns: Sequence[str], froze: bool = True) -> tuple[list[Finding], int]:
     """``iterations`` more calls, watching the containers the owner walk finds, the last
     :data:`TRACED_CALLS` of them with tracemalloc on (tracing slows the calls several
     times; the newest items, whose sites are wanted, come from those calls); then the
     analysis of a run names what grows, who holds it and where its items were allocated.
     The costly explaining (item samples, holders of type findings, bounded caches) is
     done only when the analysis found something. Returns the findings that fail the test
-    and the calls run."""
+    and the calls run. ``froze``: the check froze the heap (see ``frozen_heap``), not the
+    process."""
     found = paths.discover(FLOOR, WALK_BUDGET_S, 1_000_000)
     try:
         screen.watch(found)
@@ -100,7 +101,7 @@ def diagnose_growth(screen: Screen, call: Callable[[], None], iterations: int,
         for name in screen.grown_types(since, max(6.0, 0.5 * iterations)):
             newest[name], holds[name] = newest_of(name, 16)
         snap = tracemalloc.take_snapshot()  # grouped only if a finding needs it (costly)
-        caches, cached_code = bounded_caches()
+        caches, cached_code = bounded_caches(unfreeze=froze)
         for cache in caches:
             reached[f"<bounded lru_cache {id(cache):#x}>"] = reach(cache)
         caches.clear()

@@ -103,12 +103,15 @@ def reach(obj: Any, k: int = 32, depth: int = 5, limit: int = 20_000,
         level = []
 
 
-def bounded_caches() -> tuple[list[Any], list[tuple[str, int, int]]]:
+def bounded_caches(unfreeze: bool = True) -> tuple[list[Any], list[tuple[str, int, int]]]:
     """The cache dicts of every ``lru_cache`` with a ``maxsize`` that holds something
     (typing's, for one, sit in closures the owner walk does not enter), and the code of the
     functions they wrap: what such a function allocated and returned is held by its cache.
-    Unfreezes the heap: call it after the last measure."""
-    gc.unfreeze()
+    ``unfreeze``: the check froze the heap, so it unfreezes it first (call this after the
+    last measure); a heap the process froze itself stays frozen, and its frozen caches
+    unseen."""
+    if unfreeze:
+        gc.unfreeze()
     objs = gc.get_objects()
     try:
         caches, codes = [], []
