@@ -295,3 +295,23 @@ def test_a_module_listed_under_two_names_is_walked_under_its_own(
     finally:
         del sys.modules["_hw_fixture_alias"]
     assert found.get("hw_fixture_mod.Registry.handlers") is registry.handlers, sorted(found)
+
+
+def test_the_main_module_keeps_its_name_when_spawn_lists_it_as_mp_main() -> None:
+    """A spawned multiprocessing child lists its main module as ``__main__`` and as
+    ``__mp_main__`` (its ``__name__``): paths start with the script's stem, as in the
+    parent, not ``__mp_main__``."""
+    main = types.ModuleType("__mp_main__")
+    main.__file__ = "/srv/hw_fixture_svc.py"
+    main.SEEN = {f"k{i}": [i] for i in range(30)}  # type: ignore[attr-defined]
+    saved = sys.modules["__main__"], sys.modules.get("__mp_main__")
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = main
+    try:
+        found = paths_of()
+    finally:
+        sys.modules["__main__"] = saved[0]
+        if saved[1] is None:
+            del sys.modules["__mp_main__"]
+        else:
+            sys.modules["__mp_main__"] = saved[1]
+    assert found.get("hw_fixture_svc.SEEN") is main.SEEN, sorted(found)  # type: ignore[attr-defined]

@@ -349,7 +349,11 @@ def _module_name(key: str, mod: Any) -> str:
     there too, else ``key``. A module listed under two names is walked once, under the
     first, and its classes only under the name in their ``__module__``: 3.13 lists
     ``_collections_abc`` also as ``collections.abc`` (its ``__name__``), ``_frozen_importlib``
-    is ``importlib._bootstrap``; walked as the alias, their classes were never reached."""
+    is ``importlib._bootstrap``; walked as the alias, their classes were never reached.
+    ``__main__`` stays ``__main__`` (named after the script): a spawned multiprocessing
+    child lists its main module as ``__mp_main__`` too."""
+    if key == "__main__":
+        return key
     try:
         own = mod.__dict__.get("__name__")
     except Exception:
