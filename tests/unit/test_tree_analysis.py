@@ -98,6 +98,29 @@ def test_recycled_workers_are_judged_as_generations(tmp_path: Any) -> None:
     assert info["generations"] == 4 and len(info["rss_before_replaced"]) == 3
 
 
+def test_a_last_generation_cut_by_the_end_of_the_run_does_not_hide_the_leak(tmp_path: Any
+                                                                            ) -> None:
+    """The run stopped 1 s into the newest worker, after the load: its cache went 200, 256,
+    256 (a rise in 1 of 2 intervals). The generations that were replaced still decide."""
+    def build(w: Writer) -> None:
+        _process(w, 100, "root", "main", T0, T0 + 40, 1.0, 0)
+        start = T0 + 0.5
+        for k in range(4):
+            _process(w, 110 + k, "fork", "worker", start, start + 9, 0.5, 40.0, ppid=100,
+                     reason="exit")
+            start += 9.5
+        w.register_process(ProcessInfo(pid=120, t_start=start, how="fork", ppid=100,
+                                       role="worker", program="shop"))
+        for i, cache in enumerate((200, 256, 256)):
+            w.write_snapshot(_snap(120, i + 1, start + 0.5 * i, cache))
+        w.end_process(120, start + 1.0, "stop")
+
+    a = analyze_run(_run(tmp_path, build))
+    assert a.verdict == "leak", a.verdict_reason
+    first = a.findings[0]
+    assert first.path == "shop.CACHE" and "every worker generation" in first.title, first.title
+
+
 def test_steady_recycled_workers_are_not_a_leak(tmp_path: Any) -> None:
     def build(w: Writer) -> None:
         _process(w, 100, "root", "main", T0, T0 + 40, 1.0, 0)

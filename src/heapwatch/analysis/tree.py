@@ -402,13 +402,13 @@ def _generation_finding(members: list[Stream], role: str,
             assert ser is not None
             key = next((k for k, p in ser.container_paths.items() if p == path), None)
             xs, ys = ser.containers[key] if key is not None else ([], [])
-            if len(ys) < tp.generation_min_snapshots:
+            if (len(ys) < tp.generation_min_snapshots or ys[-1] - ys[0] < tp.generation_min_growth
+                    or xs[-1] <= xs[0] or _rises(ys) < tp.generation_min_rise_share):
                 if st in ended:
                     break
-                continue  # a generation cut short by the end of the run says nothing
-            if (ys[-1] - ys[0] < tp.generation_min_growth or xs[-1] <= xs[0]
-                    or _rises(ys) < tp.generation_min_rise_share):
-                break
+                # a generation cut by the end of the run (the load may have stopped first:
+                # 49, 105, 105) says nothing against the ones that were replaced
+                continue
             grew.append((st, ys[0], ys[-1], (ys[-1] - ys[0]) / (xs[-1] - xs[0]) * 3600))
         else:
             total = sum(g[3] for g in grew)
