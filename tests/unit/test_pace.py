@@ -110,7 +110,7 @@ def test_only_the_agents_own_thread_paces_its_walk(tmp_path: Any,
         deadline = time.monotonic() + 30
         while agent.snapshots < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
-        agent.snapshot()  # the second walks too (the first three do), on this thread
+        agent.snapshot()  # the second walks too (the first two do), on this thread
     finally:
         agent.stop()
     mine = [p for name, p in pacers if name == threading.current_thread().name]
