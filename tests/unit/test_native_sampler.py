@@ -514,3 +514,25 @@ def test_allocated_counts_the_targets_bytes_not_the_agents(sampler: Any) -> None
     more = allocate(1_000, 1000)
     assert 1_000 * 1000 <= sampler.sampler_allocated() - c < 1_500_000
     del keep, ignored, more
+
+
+@needs_sampler
+def test_what_the_target_allocates_while_the_agent_naps_is_counted() -> None:
+    """A snapshot's ``unsampled`` window subtracts every byte allocated while it is held, by
+    any thread; while the agent naps (pace.py) the target runs, so the window lets go."""
+    sites.start_sampling(512 * 1024, 4)
+    try:
+        with sites.unsampled() as window:
+            a0 = sites.allocated()
+            mine = allocate(1000, 1000)  # the agent's own: not counted
+            a1 = sites.allocated()
+            window.napping(True)
+            theirs = allocate(1000, 1000)  # allocated during the nap: counted
+            window.napping(False)
+            a2 = sites.allocated()
+    finally:
+        sites.stop_sampling()
+    assert a0 is not None and a1 is not None and a2 is not None
+    assert a1 - a0 < 100_000, (a0, a1)
+    assert a2 - a1 >= 1_000_000, (a1, a2)
+    del mine, theirs

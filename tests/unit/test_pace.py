@@ -29,6 +29,11 @@ def test_a_pacer_naps_only_once_its_slice_is_used() -> None:
     off = pace.Pacer(slice_s=0.0, nap_s=0.0)
     off.step()
     assert off.naps == 0
+    calls: list[bool] = []
+    told = pace.Pacer(slice_s=0.0, nap_s=1e-4)
+    told.around = calls.append  # the snapshot's unsampled window lets go during a nap
+    told.step()
+    assert calls == [True, False]
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ An idle target pays nothing; the agent's own work takes longer by about nap / sl
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from heapwatch._builtins import BUILTINS as __builtins__  # type: ignore[no-redef]  # noqa: F401
 
@@ -29,13 +30,15 @@ NAP_S = 0.001  # how long it then leaves it: the agent takes ~1/3 of a contended
 class Pacer:
     """Naps of ``nap_s`` after each ``slice_s`` of work; ``step()`` is cheap in between."""
 
-    __slots__ = ("_due", "nap_s", "napped_s", "naps", "slice_s")
+    __slots__ = ("_due", "around", "nap_s", "napped_s", "naps", "slice_s")
 
     def __init__(self, slice_s: float = SLICE_S, nap_s: float = NAP_S) -> None:
         self.slice_s = slice_s
         self.nap_s = nap_s
         self.naps = 0
         self.napped_s = 0.0  # wall time spent napping and getting the GIL back: not a pause
+        # called with True before each nap and False after (sites.unsampled.napping)
+        self.around: Callable[[bool], None] | None = None
         self._due = time.perf_counter() + slice_s
 
     def step(self) -> None:
@@ -45,7 +48,12 @@ class Pacer:
         now = time.perf_counter()
         if now < self._due:
             return
+        around = self.around
+        if around is not None:
+            around(True)
         time.sleep(self.nap_s)
+        if around is not None:
+            around(False)
         self.naps += 1
         after = time.perf_counter()
         self.napped_s += after - now

@@ -629,7 +629,11 @@ class Agent:
             try:
                 if threading.current_thread() is self._thread:
                     pacer = pace.Pacer()
-                with sites.unsampled():  # the agent's allocations: neither sampled nor counted
+                # the agent's allocations: neither sampled nor counted (but the target's,
+                # while the agent naps, are)
+                with sites.unsampled() as window:
+                    if pacer is not None:
+                        pacer.around = window.napping
                     snap = self._collect(reason, t0, pacer)
                     self._writer.write_snapshot(snap)
                 self.snapshots += 1

@@ -253,13 +253,21 @@ class unsampled:  # lower case: used like a function, ``with unsampled():``
         self._mod = mod if _sampling else None
         self._before = False
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> unsampled:
         if self._mod is not None:
             self._before = bool(self._mod.sampler_ignore_thread(True))
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self._mod is not None:
             self._mod.sampler_ignore_thread(self._before)
+
+    def napping(self, asleep: bool) -> None:
+        """The agent's thread naps (pace.py) while the target runs: the window lets go
+        meanwhile, so that ``allocated()`` counts what the target allocates in the nap
+        (the window subtracts every byte allocated while it is held, by any thread)."""
+        if self._mod is not None:
+            self._mod.sampler_ignore_thread(self._before if asleep else True)
 
 
 def lookup(objs: Sequence[object]) -> list[list[tuple[str, int]] | None]:
