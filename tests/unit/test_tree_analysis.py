@@ -38,6 +38,18 @@ def _process(w: Writer, pid: int, how: str, role: str, start: float, end: float,
     w.end_process(pid, end, reason)
 
 
+def _recycled(w: Writer, grow: float, last_reason: str = "exit") -> float:
+    """A master and 4 workers that replace each other, each living 9 s (too short to judge
+    on its own); returns when the next one would start."""
+    _process(w, 100, "root", "main", T0, T0 + 40, 1.0, 0)
+    start = T0 + 0.5
+    for k in range(4):
+        _process(w, 110 + k, "fork", "worker", start, start + 9, 0.5, grow, ppid=100,
+                 reason="exit" if k < 3 else last_reason)
+        start += 9.5
+    return start
+
+
 def _run(tmp_path: Any, build: Any) -> str:
     path = os.path.join(str(tmp_path), "run.sqlite")
     w = Writer(path, meta={"run": {"command": ["gunicorn"], "interval_s": 1.0},
@@ -82,12 +94,7 @@ def test_a_short_lived_process_is_summarised_not_judged(tmp_path: Any) -> None:
 
 def test_recycled_workers_are_judged_as_generations(tmp_path: Any) -> None:
     def build(w: Writer) -> None:
-        _process(w, 100, "root", "main", T0, T0 + 40, 1.0, 0)
-        start = T0 + 0.5
-        for k in range(4):  # each lives 9 s: too short to judge on its own
-            _process(w, 110 + k, "fork", "worker", start, start + 9, 0.5, 40.0, ppid=100,
-                     reason="exit" if k < 3 else "stop")
-            start += 9.5
+        _recycled(w, 40.0, last_reason="stop")
 
     a = analyze_run(_run(tmp_path, build))
     assert a.verdict == "leak", a.verdict_reason
@@ -103,12 +110,7 @@ def test_a_last_generation_cut_by_the_end_of_the_run_does_not_hide_the_leak(tmp_
     """The run stopped 1 s into the newest worker, after the load: its cache went 200, 256,
     256 (a rise in 1 of 2 intervals). The generations that were replaced still decide."""
     def build(w: Writer) -> None:
-        _process(w, 100, "root", "main", T0, T0 + 40, 1.0, 0)
-        start = T0 + 0.5
-        for k in range(4):
-            _process(w, 110 + k, "fork", "worker", start, start + 9, 0.5, 40.0, ppid=100,
-                     reason="exit")
-            start += 9.5
+        start = _recycled(w, 40.0)
         w.register_process(ProcessInfo(pid=120, t_start=start, how="fork", ppid=100,
                                        role="worker", program="shop"))
         for i, cache in enumerate((200, 256, 256)):
@@ -123,12 +125,7 @@ def test_a_last_generation_cut_by_the_end_of_the_run_does_not_hide_the_leak(tmp_
 
 def test_steady_recycled_workers_are_not_a_leak(tmp_path: Any) -> None:
     def build(w: Writer) -> None:
-        _process(w, 100, "root", "main", T0, T0 + 40, 1.0, 0)
-        start = T0 + 0.5
-        for k in range(4):
-            _process(w, 110 + k, "fork", "worker", start, start + 9, 0.5, 0.0, ppid=100,
-                     reason="exit")
-            start += 9.5
+        _recycled(w, 0.0)
 
     a = analyze_run(_run(tmp_path, build))
     assert a.verdict != "leak", [f.title for f in a.findings]
