@@ -293,10 +293,9 @@ def run(
         except (KeyboardInterrupt, Interrupted):
             # Asked again (even while the notice above was printed): end the target now;
             # the store keeps every finished snapshot.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third Ctrl-C must not cut this
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # a third must not cut this short
+                signal.signal(sig, signal.SIG_IGN)
+            _end_now(proc, exits)
             writer.set_meta({"launch": {"exit_code": proc.returncode,
                                         "ended_by": "interrupt", "checked_in": checked_in,
                                         "no_agent_reason": None, "abandoned": True,
@@ -375,6 +374,36 @@ class _ExitWatch:
         if self.fd >= 0:
             os.close(self.fd)
         self.fd, self.poller = -1, None
+
+
+def _end_now(proc: subprocess.Popen[bytes], exits: _ExitWatch, timeout: float = 10.0) -> None:
+    """SIGKILL the target and reap it (``proc.returncode`` set), within ``timeout``, without
+    going through ``Popen.wait``: the interrupt that brought heapwatch here may have landed
+    inside ``Popen.wait`` between its internal lock's acquire and the ``try`` that releases
+    it, and ``Popen.wait()`` then blocks for ever (3 in 73,000 interrupts measured on 3.13).
+    The signal goes through the pidfd when there is one, so it cannot reach another process
+    that took the pid of a target Popen reaped but had no time to record."""
+    if proc.returncode is not None:
+        return
+    try:
+        if exits.fd >= 0:
+            signal.pidfd_send_signal(exits.fd, signal.SIGKILL)
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+    except OSError:  # gone already
+        pass
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already, its status lost with the interrupt
+            return
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 def _stop_target(proc: subprocess.Popen[bytes], sock_path: str, store: str, agent: bool
