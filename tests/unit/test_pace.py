@@ -120,8 +120,8 @@ def test_only_the_agents_own_thread_paces_its_walk(tmp_path: Any,
         agent.stop()
     mine = [p for name, p in pacers if name == threading.current_thread().name]
     its = [p for name, p in pacers if name == "heapwatch-agent"]
-    assert its and all(isinstance(p, pace.Pacer) for p in its), pacers
-    assert mine and all(p is None for p in mine), pacers
+    assert its and all(isinstance(p, pace.Pacer) and p.nap_s > 0 for p in its), pacers
+    assert mine and all(p is not None and p.nap_s == 0 for p in mine), pacers  # never naps
 
 
 def test_naps_are_not_counted_as_the_snapshots_pause(tmp_path: Any,
@@ -131,8 +131,9 @@ def test_naps_are_not_counted_as_the_snapshots_pause(tmp_path: Any,
     made: list[pace.Pacer] = []
     real = pace.Pacer
 
-    def long_naps() -> pace.Pacer:
-        made.append(real(slice_s=0.0, nap_s=0.3))  # a nap at each step between phases
+    def long_naps(nap_s: float = pace.NAP_S) -> pace.Pacer:
+        # a nap at each step between phases (where the agent naps at all)
+        made.append(real(slice_s=0.0, nap_s=0.3 if nap_s > 0 else 0.0))
         return made[-1]
 
     monkeypatch.setattr(pace, "Pacer", long_naps)

@@ -28,7 +28,8 @@ NAP_S = 0.001  # how long it then leaves it: the agent takes ~1/3 of a contended
 
 
 class Pacer:
-    """Naps of ``nap_s`` after each ``slice_s`` of work; ``step()`` is cheap in between."""
+    """Naps of ``nap_s`` after each ``slice_s`` of work; ``step()`` is cheap in between.
+    With ``nap_s`` 0 it never naps (a snapshot taken on the target's own thread)."""
 
     __slots__ = ("_due", "around", "nap_s", "napped_s", "naps", "slice_s")
 

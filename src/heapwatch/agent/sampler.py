@@ -134,10 +134,6 @@ def _now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _no_step() -> None:
-    pass
-
-
 def _describe_error(where: str, exc: BaseException) -> str:
     """Type and location only: an exception message may carry the target's data."""
     tb = exc.__traceback__
@@ -624,25 +620,24 @@ class Agent:
             t0 = time.perf_counter()
             # on the agent's own thread the owner walk leaves the GIL to the target between
             # short slices (pace.py); a snapshot the target takes on its own thread (API,
-            # exit) runs straight through. Naps are no pause of the target: not counted.
-            pacer: pace.Pacer | None = None
+            # exit) runs straight through (its pacer never naps). Naps are no pause of the
+            # target: not counted.
+            own = threading.current_thread() is self._thread
+            pacer = pace.Pacer(nap_s=pace.NAP_S if own else 0.0)
             try:
-                if threading.current_thread() is self._thread:
-                    pacer = pace.Pacer()
                 # the agent's allocations: neither sampled nor counted (but the target's,
                 # while the agent naps, are)
                 with sites.unsampled() as window:
-                    if pacer is not None:
-                        pacer.around = window.napping
+                    pacer.around = window.napping
                     snap = self._collect(reason, t0, pacer)
                     self._writer.write_snapshot(snap)
                 self.snapshots += 1
             except BaseException as exc:
                 self._event("error", _describe_error("snapshot", exc))
-            self.pauses.append(time.perf_counter() - t0 - (pacer.napped_s if pacer else 0.0))
+            self.pauses.append(time.perf_counter() - t0 - pacer.napped_s)
             return time.thread_time() - c0
 
-    def _collect(self, reason: str, t0: float, pacer: pace.Pacer | None = None) -> Snapshot:
+    def _collect(self, reason: str, t0: float, pacer: pace.Pacer) -> Snapshot:
         cfg = self.config
         errors: list[str] = []
         wall, mono = time.time(), time.monotonic()
@@ -679,8 +674,7 @@ class Agent:
             except Exception as exc:
                 errors.append(_describe_error("census", exc))
                 big = []
-            step = pacer.step if pacer is not None else _no_step  # the target's turn
-            step()
+            pacer.step()  # the target's turn
             named: dict[int, str] = {}
             if self._seq % max(1, cfg.discover_every) == 0:
                 self._walk_due = True
@@ -717,7 +711,7 @@ class Agent:
                 self._resolve_known(named, keep)
             except Exception as exc:
                 errors.append(_describe_error("paths", exc))
-            step()
+            pacer.step()
             seen_ids: set[int] = set()
             big_ids = {oid: t for oid, t, _ in big}
             for oid, (path, t) in list(self._id_paths.items()):
@@ -764,8 +758,7 @@ class Agent:
             types_by_name.clear()
             if found is not None:
                 found.clear()
-        if pacer is not None:
-            pacer.step()
+        pacer.step()
         tracer_bytes = blocks = 0
         sites_s = 0.0
         # sampled: the sites come from the sampler; tracing that runs then is the target's,
@@ -818,16 +811,16 @@ class Agent:
         self._seq += 1
         if tracing:
             self.traced_snapshots += 1
-        napped = pacer.napped_s if pacer is not None else 0.0
         self._pause.observe(tracing, gc_objects or 0, census_s,
-                            time.perf_counter() - t0 - napped, blocks, sites_s, tracer_bytes)
+                            time.perf_counter() - t0 - pacer.napped_s, blocks, sites_s,
+                            tracer_bytes)
         if self._mode == "auto" and not closing:
             self._steer_tracing(tracing, suspects, gc_objects or 0, proc.allocated_blocks)
         elif sampling:
             self._steer_sampling(suspects, self._alloc_rate(mono, proc.alloc_bytes))
         return Snapshot(
             seq=self._seq, pid=self.pid, t=wall, mono=mono, reason=reason,
-            duration_s=time.perf_counter() - t0 - napped, phase=self._phase,
+            duration_s=time.perf_counter() - t0 - pacer.napped_s, phase=self._phase,
             traced=sited, process=proc, types=type_counts,
             sites=site_stats, containers=tuple(containers), items=tuple(samples),
             errors=tuple(errors),
