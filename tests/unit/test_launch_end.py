@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from heapwatch import launch
+from procs import reap
 
 
 @pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "kill"])
@@ -31,9 +32,7 @@ def test_end_now_reaps_a_target_whose_popen_lock_an_interrupt_left_held(pidfd: b
         exits.close()
         if held:
             proc._waitpid_lock.release()
-        if proc.returncode is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
 
 
 def test_end_now_leaves_a_target_already_reaped_alone() -> None:
